@@ -1,0 +1,101 @@
+"""`mudbase-exporter`: flags spelled as Prometheus' own tools spell them."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from exporter import __version__
+from exporter.app import Exporter, install_signal_handlers
+from exporter.config import ConfigError, LoadedConfig, load_config
+from exporter.demo import run_demo
+from exporter.logs import LEVELS, configure_logging, get_logger
+from exporter.summary import config_summary
+from exporter.web import parse_listen_address
+
+DEFAULT_PORT = 9717
+log = get_logger("exporter.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mudbase-exporter",
+        description="Prometheus exporter for Mudbase serverless function execution stats.",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="config.yaml",
+        help="path to the YAML configuration file (default %(default)s)",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration, print a summary and exit",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=f":{DEFAULT_PORT}",
+        help="address to serve /metrics on (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        choices=list(LEVELS),
+        default="info",
+        help="only log messages at this level or above (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=["logfmt", "json"],
+        default="logfmt",
+        help="log line format (default %(default)s)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the built-in simulator and point the exporter at it",
+    )
+    parser.add_argument("--version", action="version", version=f"mudbase-exporter {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        listen = parse_listen_address(args.listen_address)
+    except ValueError as err:
+        print(f"mudbase-exporter: --web.listen-address: {err}", file=sys.stderr)
+        return 2
+    if args.demo:
+        return asyncio.run(run_demo(listen))
+    try:
+        loaded = load_config(args.config_file)
+    except ConfigError as err:
+        print(f"mudbase-exporter: {err}", file=sys.stderr)
+        return 1
+    if args.config_check:
+        print(config_summary(loaded))
+        return 0
+    return asyncio.run(serve(loaded, listen))
+
+
+async def serve(loaded: LoadedConfig, listen: tuple[str, int]) -> int:
+    try:
+        exporter = Exporter(loaded, listen)
+    except OSError as err:
+        log.exception("cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror)
+        return 1
+    install_signal_handlers(exporter)
+    log.info(
+        "serving",
+        version=__version__,
+        address=f"http://{listen[0]}:{exporter.port}/metrics",
+        config=loaded.source,
+    )
+    await exporter.run()
+    return 0

@@ -1,0 +1,213 @@
+"""The Mudbase API client: one shared httpx.AsyncClient, auth, retry, typed errors.
+
+Retries (tenacity) cover connection errors, timeouts, 5xx and 429, with exponential backoff and
+jitter, and honour Retry-After up to a cap. 400/401/403/404 are never retried. A whole call,
+retries included, ends before its deadline.
+"""
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import quote
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from exporter.auth import TokenSource
+from exporter.upstream import FunctionStats, UpstreamFormatError, parse_logs
+
+
+class Reason(StrEnum):
+    """Why a poll failed; the `reason` label of mudbase_exporter_poll_errors_total."""
+
+    AUTH = "auth"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    CLIENT_ERROR = "client_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    BAD_RESPONSE = "bad_response"
+    INTERNAL = "internal"
+
+
+_RETRYABLE = {Reason.RATE_LIMITED, Reason.SERVER_ERROR, Reason.TIMEOUT, Reason.CONNECTION}
+
+
+class PollError(Exception):
+    """A failed request, typed by reason. Its message never holds a credential."""
+
+    def __init__(
+        self,
+        reason: Reason,
+        detail: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.reason in _RETRYABLE
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    initial_backoff: float = 0.5
+    max_wait: float = 30.0
+    deadline: float = 30.0
+
+
+RequestObserver = Callable[[str, str], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class MudbaseClient:
+    def __init__(
+        self,
+        base_url: str,
+        auth: TokenSource,
+        http: httpx.AsyncClient,
+        *,
+        retry: RetryPolicy,
+        timeout: float,
+        on_request: RequestObserver | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._auth = auth
+        self._http = http
+        self._retry = retry
+        self._timeout = timeout
+        self._on_request = on_request or (lambda endpoint, code: None)
+        self._sleep = sleep
+        self._backoff = wait_exponential_jitter(
+            initial=retry.initial_backoff, max=retry.max_wait, jitter=retry.initial_backoff
+        )
+
+    def __repr__(self) -> str:
+        return f"MudbaseClient(base_url={self._base_url!r})"
+
+    def logs_url(self, project: str, function: str) -> str:
+        return (
+            f"{self._base_url}/api/functions/projects/{quote(project, safe='')}"
+            f"/functions/{quote(function, safe='')}/logs"
+        )
+
+    async def function_stats(self, project: str, function: str) -> FunctionStats:
+        """The function's stats from its logs endpoint, retried; PollError on failure."""
+        url = self.logs_url(project, function)
+        body = await self._with_retry(lambda: self._get(url, "logs", {"limit": "1"}))
+        try:
+            return parse_logs(body)
+        except UpstreamFormatError as err:
+            raise PollError(Reason.BAD_RESPONSE, str(err), status=200) from None
+
+    async def _with_retry(self, call: Callable[[], Awaitable[bytes]]) -> bytes:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry.attempts) | stop_before_delay(self._retry.deadline),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, PollError) and e.retryable),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, PollError) and error.retry_after is not None:
+            return min(error.retry_after, self._retry.max_wait)
+        return float(self._backoff(state))
+
+    async def _get(self, url: str, endpoint: str, params: dict[str, str]) -> bytes:
+        response = await self._send(url, endpoint, params)
+        if response.status_code == 401 and self._auth.renew_after_unauthorized():
+            response = await self._send(url, endpoint, params)
+        if response.status_code != 200:
+            raise _status_error(response)
+        return response.content
+
+    async def _send(self, url: str, endpoint: str, params: dict[str, str]) -> httpx.Response:
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.get(url, params=params, headers=self._auth.headers())
+        except (TimeoutError, httpx.TimeoutException):
+            self._on_request(endpoint, "timeout")
+            raise PollError(Reason.TIMEOUT, f"no answer within {self._timeout:g}s") from None
+        except httpx.TransportError as err:
+            self._on_request(endpoint, "connection_error")
+            raise PollError(Reason.CONNECTION, type(err).__name__) from None
+        self._on_request(endpoint, str(response.status_code))
+        return response
+
+
+def _status_error(response: httpx.Response) -> PollError:
+    code = response.status_code
+    detail = f"HTTP {code}{_error_message(response)}"
+    if code == 401:
+        return PollError(Reason.AUTH, detail, code)
+    if code == 403:
+        return PollError(Reason.FORBIDDEN, detail, code)
+    if code == 404:
+        return PollError(Reason.NOT_FOUND, detail, code)
+    if code == 429:
+        return PollError(Reason.RATE_LIMITED, detail, code, retry_after=_retry_after(response))
+    if code >= 500:
+        return PollError(Reason.SERVER_ERROR, detail, code)
+    if 400 <= code < 500:
+        return PollError(Reason.CLIENT_ERROR, detail, code)
+    return PollError(Reason.BAD_RESPONSE, detail, code)
+
+
+def _error_body(response: httpx.Response) -> dict[str, object]:
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_message(response: httpx.Response) -> str:
+    body = _error_body(response)
+    message = body.get("error") or body.get("message")
+    if not isinstance(message, str) or not message:
+        return ""
+    return f" ({message[:200]})"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from Retry-After (seconds or an HTTP date), else from the body's retryAfter."""
+    header = response.headers.get("Retry-After")
+    if header:
+        header = header.strip()
+        if header.isdigit():
+            return float(header)
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    value = _error_body(response).get("retryAfter")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None

@@ -1,0 +1,279 @@
+"""The configuration file: strict models, and a loader that reports every error at once.
+
+Each error names its key path (`targets[0].functions[1]: ...`). Unknown keys are errors. A
+secret never appears in an error message or a repr (pydantic's SecretStr hides it).
+"""
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from exporter.durations import parse_duration
+
+TOKEN_ENV_VAR = "MUDBASE_TOKEN"  # noqa: S105 - the name of a variable
+DEFAULT_URL = "https://cloud.mudbase.dev"
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """One or more problems with a configuration file, each naming its key path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"invalid configuration {source}: {len(problems)} error(s):\n{lines}")
+
+
+def _duration(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(  # noqa: TRY004 - pydantic reports ValueError with the key path
+            f"invalid duration {value!r}: durations are strings with a unit, such as 30s or 1m"
+        )
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {value!r}: must be greater than zero")
+    return seconds
+
+
+def _resource_id(value: object) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise ValueError(f"invalid ID {value!r}: use 1 to 64 letters, digits, '_' or '-'")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+ResourceId = Annotated[str, BeforeValidator(_resource_id)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FunctionSpec(_Strict):
+    """One function to poll. In YAML either a bare ID or a mapping with `id` (and options)."""
+
+    id: ResourceId
+
+
+def _function_entry(value: object) -> object:
+    if isinstance(value, str):
+        return {"id": value}
+    if isinstance(value, Mapping):
+        return value
+    raise ValueError(f"invalid function {value!r}: give a function ID or a mapping with 'id'")
+
+
+FunctionEntry = Annotated[FunctionSpec, BeforeValidator(_function_entry)]
+
+
+class TargetSpec(_Strict):
+    """A project and the functions of it to poll."""
+
+    project: ResourceId
+    functions: list[FunctionEntry] = Field(min_length=1)
+
+
+class MudbaseSettings(_Strict):
+    """How to reach the Mudbase API."""
+
+    url: str = DEFAULT_URL
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    timeout: Duration = 10.0
+    retries: int = Field(default=3, ge=0, le=10)
+    max_retry_wait: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError(f"invalid URL {value!r}: use http:// or https:// and a host")
+        return value.rstrip("/")
+
+    @field_validator("token_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read token file {str(value)!r}")
+        return value
+
+
+class Config(_Strict):
+    """The whole configuration file."""
+
+    mudbase: MudbaseSettings = MudbaseSettings()
+    interval: Duration = 60.0
+    concurrency: int = Field(default=8, ge=1, le=256)
+    stale_after: Duration | None = None
+    targets: list[TargetSpec] = Field(min_length=1)
+
+    @property
+    def keep_values_for(self) -> float:
+        """How long a failing function's last values stay published (default 3 intervals)."""
+        return self.stale_after if self.stale_after is not None else 3 * self.interval
+
+    def function_keys(self) -> list[tuple[str, str]]:
+        return [(t.project, f.id) for t in self.targets for f in t.functions]
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config plus the token it resolved (never printed)."""
+
+    config: Config
+    token: SecretStr
+    token_source: Literal["token", "token_file", "env"]
+    source: str
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, parse and validate a file. Raises ConfigError listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(source, [f"cannot read file: {err.strerror or err}"]) from None
+    return parse_config(text, source, os.environ if env is None else env)
+
+
+def parse_config(text: str, source: str, env: Mapping[str, str]) -> LoadedConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(source, [f"not valid YAML: {_yaml_problem(err)}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the file must be a YAML mapping with a 'targets' key"])
+    problems = _cross_checks(raw, env)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as err:
+        problems = [_describe(e, raw) for e in err.errors()] + problems
+    if problems or config is None:
+        raise ConfigError(source, problems)
+    problems += _timing_checks(config)
+    if problems:
+        raise ConfigError(source, problems)
+    token, token_source = _resolve_token(config.mudbase, env)
+    return LoadedConfig(config, token, token_source, source)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(problem)
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _lookup(raw: object, loc: tuple[int | str, ...]) -> object:
+    for part in loc:
+        if isinstance(raw, dict) and part in raw:  # noqa: SIM114 - mypy narrows each branch
+            raw = raw[part]
+        elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+            raw = raw[part]
+        else:
+            return None
+    return raw
+
+
+def _describe(error: ErrorDetails, raw: dict[str, Any]) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    if loc and loc[-1] == "id" and isinstance(_lookup(raw, loc[:-1]), str):
+        loc = loc[:-1]  # a bare function ID: name the list entry, not the implied `id` key
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+    else:
+        message = error["msg"]
+    return f"{key_path(loc)}: {message}"
+
+
+def _cross_checks(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Checks across keys, run on the raw data so they report even when other keys are wrong."""
+    return _token_problems(raw.get("mudbase"), env) + _duplicate_problems(raw.get("targets"))
+
+
+def _token_problems(mudbase: object, env: Mapping[str, str]) -> list[str]:
+    settings = mudbase if isinstance(mudbase, dict) else {}
+    given = [key for key in ("token", "token_file") if settings.get(key) not in (None, "")]
+    if len(given) > 1:
+        return ["mudbase: set only one of token and token_file"]
+    if not given and not env.get(TOKEN_ENV_VAR):
+        return [
+            "mudbase.token: no API token: set mudbase.token, mudbase.token_file "
+            f"or the {TOKEN_ENV_VAR} environment variable"
+        ]
+    return []
+
+
+def _duplicate_problems(targets: object) -> list[str]:
+    if not isinstance(targets, list):
+        return []
+    seen: dict[tuple[str, str], str] = {}
+    problems = []
+    for t_index, target in enumerate(targets):
+        if not isinstance(target, dict) or not isinstance(target.get("functions"), list):
+            continue
+        for f_index, entry in enumerate(target["functions"]):
+            function = entry.get("id") if isinstance(entry, dict) else entry
+            key = (str(target.get("project")), str(function))
+            where = f"targets[{t_index}].functions[{f_index}]"
+            if key in seen:
+                problems.append(
+                    f"{where}: duplicate target {key[0]}/{key[1]} (first listed at {seen[key]})"
+                )
+            else:
+                seen[key] = where
+    return problems
+
+
+def _timing_checks(config: Config) -> list[str]:
+    problems = []
+    if config.mudbase.timeout >= config.interval:
+        problems.append("mudbase.timeout: must be shorter than interval")
+    if config.stale_after is not None and config.stale_after < config.interval:
+        problems.append("stale_after: must be at least one interval")
+    return problems
+
+
+def _resolve_token(
+    settings: MudbaseSettings, env: Mapping[str, str]
+) -> tuple[SecretStr, Literal["token", "token_file", "env"]]:
+    if settings.token is not None and settings.token.get_secret_value():
+        return settings.token, "token"
+    if settings.token_file is not None:
+        return SecretStr(read_token_file(settings.token_file)), "token_file"
+    return SecretStr(env[TOKEN_ENV_VAR].strip()), "env"
+
+
+def read_token_file(path: Path) -> str:
+    """The token in a file, surrounding whitespace removed (a mounted secret ends in a newline)."""
+    return path.read_text(encoding="utf-8").strip()

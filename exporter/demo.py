@@ -1,0 +1,53 @@
+"""`mudbase-exporter --demo`: the simulator and the exporter in one process, no account needed."""
+
+from pydantic import SecretStr
+
+from exporter.app import Exporter, install_signal_handlers
+from exporter.config import Config, LoadedConfig
+from exporter.logs import get_logger
+from exporter.simulator.cli import serve as serve_simulator
+from exporter.simulator.scenarios import DEMO_FUNCTIONS, DEMO_TOKEN, demo_simulator
+
+log = get_logger("exporter.demo")
+DEMO_INTERVAL = 5.0
+
+
+def demo_config(simulator_url: str) -> LoadedConfig:
+    projects: dict[str, list[str]] = {}
+    for spec in DEMO_FUNCTIONS:
+        projects.setdefault(spec["project"], []).append(spec["id"])
+    config = Config.model_validate(
+        {
+            "mudbase": {"url": simulator_url, "timeout": "2s"},
+            "interval": "5s",
+            "targets": [{"project": p, "functions": f} for p, f in projects.items()],
+        }
+    )
+    return LoadedConfig(config, SecretStr(DEMO_TOKEN), "token", "(built-in demo)")
+
+
+async def run_demo(listen: tuple[str, int]) -> int:
+    runner, sim_port = await serve_simulator(demo_simulator(), "127.0.0.1", 0)
+    simulator_url = f"http://127.0.0.1:{sim_port}"
+    try:
+        exporter = Exporter(demo_config(simulator_url), listen)
+    except OSError as err:
+        log.exception("cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror)
+        await runner.cleanup()
+        return 1
+    install_signal_handlers(exporter)
+    host = "localhost" if listen[0] in ("0.0.0.0", "::", "") else listen[0]  # noqa: S104
+    base = f"http://{host}:{exporter.port}"
+    print(
+        "\nmudbase-exporter demo: a simulated Mudbase with 5 functions, polled every 5s\n"
+        f"  landing page:  {base}/\n"
+        f"  metrics:       {base}/metrics\n"
+        f"  simulator:     {simulator_url}/_sim/state\n"
+        "Stop with Ctrl-C.\n",
+        flush=True,
+    )
+    try:
+        await exporter.run()
+    finally:
+        await runner.cleanup()
+    return 0

@@ -1,0 +1,147 @@
+"""Every metric the exporter publishes: name, type, HELP text and labels, in one place.
+
+The collector and the self-metrics are built from these specs, and a test checks the README's
+metrics table against the live exposition, so this module is the single source of truth.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["gauge", "counter", "histogram", "info"]
+
+FUNCTION_LABELS = ("project", "function")
+_REFRESH_NOTE = "Refreshed in the background every poll interval, not at scrape time."
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+# Per function: the stats from the logs endpoint. Labels: project, function.
+FUNCTION_EXECUTIONS = MetricSpec(
+    "mudbase_function_executions",
+    "gauge",
+    f"Total executions of the function, as reported by Mudbase (totalExecutions). {_REFRESH_NOTE}",
+    FUNCTION_LABELS,
+)
+FUNCTION_FAILED_EXECUTIONS = MetricSpec(
+    "mudbase_function_failed_executions",
+    "gauge",
+    "Failed executions of the function, as reported by Mudbase (failed / failedExecutions). "
+    + _REFRESH_NOTE,
+    FUNCTION_LABELS,
+)
+FUNCTION_SUCCESS_RATIO = MetricSpec(
+    "mudbase_function_success_ratio",
+    "gauge",
+    "Share of successful executions, 0 to 1 (successRate / 100, or derived from the counts). "
+    + _REFRESH_NOTE,
+    FUNCTION_LABELS,
+)
+FUNCTION_AVG_EXECUTION_TIME = MetricSpec(
+    "mudbase_function_avg_execution_time_seconds",
+    "gauge",
+    f"Average execution time of the function in seconds (avgExecutionTime). {_REFRESH_NOTE}",
+    FUNCTION_LABELS,
+)
+FUNCTION_LAST_RUN = MetricSpec(
+    "mudbase_function_last_run_timestamp_seconds",
+    "gauge",
+    f"Unix time of the function's latest execution (lastRun / lastExecution). {_REFRESH_NOTE}",
+    FUNCTION_LABELS,
+)
+FUNCTION_UP = MetricSpec(
+    "mudbase_function_up",
+    "gauge",
+    "1 if the latest poll of this function's logs succeeded, 0 if it failed. " + _REFRESH_NOTE,
+    FUNCTION_LABELS,
+)
+FUNCTION_LAST_SUCCESS = MetricSpec(
+    "mudbase_function_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the latest successful poll of this function's logs (data freshness).",
+    FUNCTION_LABELS,
+)
+
+FUNCTION_VALUE_METRICS = (
+    FUNCTION_EXECUTIONS,
+    FUNCTION_FAILED_EXECUTIONS,
+    FUNCTION_SUCCESS_RATIO,
+    FUNCTION_AVG_EXECUTION_TIME,
+    FUNCTION_LAST_RUN,
+)
+FUNCTION_HEALTH_METRICS = (FUNCTION_UP, FUNCTION_LAST_SUCCESS)
+
+# The exporter's own health.
+UPSTREAM_REQUESTS = MetricSpec(
+    "mudbase_exporter_upstream_requests_total",
+    "counter",
+    "HTTP requests the exporter sent to the Mudbase API, by endpoint and response status code.",
+    ("endpoint", "code"),
+)
+POLL_ERRORS = MetricSpec(
+    "mudbase_exporter_poll_errors_total",
+    "counter",
+    "Polls that failed after their retries, by error reason "
+    "(auth, forbidden, not_found, rate_limited, server_error, client_error, timeout, "
+    "connection, bad_response, internal).",
+    ("reason",),
+)
+POLL_DURATION = MetricSpec(
+    "mudbase_exporter_poll_duration_seconds",
+    "histogram",
+    "Time one poll of one function took, retries included.",
+)
+POLL_INTERVAL = MetricSpec(
+    "mudbase_exporter_poll_interval_seconds",
+    "gauge",
+    "Configured time between two polls of the same function.",
+)
+TARGETS = MetricSpec(
+    "mudbase_exporter_targets",
+    "gauge",
+    "Number of functions the exporter is configured to poll.",
+)
+REQUEST_BUDGET_USED = MetricSpec(
+    "mudbase_exporter_requests_per_15m",
+    "gauge",
+    "Requests to Mudbase the exporter sent in the last 15 minutes "
+    "(Mudbase allows 2000 per 15 minutes per client IP by default).",
+)
+CONFIG_LAST_RELOAD_SUCCESSFUL = MetricSpec(
+    "mudbase_exporter_config_last_reload_successful",
+    "gauge",
+    "1 if the last load of the configuration file succeeded, 0 otherwise.",
+)
+CONFIG_LAST_RELOAD_SUCCESS_TIME = MetricSpec(
+    "mudbase_exporter_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful load of the configuration file.",
+)
+BUILD_INFO = MetricSpec(
+    "mudbase_exporter_build_info",
+    "gauge",
+    "Always 1; labels carry the exporter's version and the Python version it runs on.",
+    ("version", "python_version"),
+)
+
+ALL_METRICS = (
+    *FUNCTION_VALUE_METRICS,
+    *FUNCTION_HEALTH_METRICS,
+    UPSTREAM_REQUESTS,
+    POLL_ERRORS,
+    POLL_DURATION,
+    POLL_INTERVAL,
+    TARGETS,
+    REQUEST_BUDGET_USED,
+    CONFIG_LAST_RELOAD_SUCCESSFUL,
+    CONFIG_LAST_RELOAD_SUCCESS_TIME,
+    BUILD_INFO,
+)
+
+# Histogram buckets for one poll: fast loopback answers up to a slow upstream with retries.
+POLL_DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

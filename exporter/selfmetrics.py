@@ -1,0 +1,72 @@
+"""The exporter's own metrics, built from the specs in `exporter.metrics`."""
+
+import platform
+import threading
+import time
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from exporter import __version__
+from exporter import metrics as m
+
+BUDGET_WINDOW_SECONDS = 15 * 60
+
+# `_created` series double the exposition and mean nothing for a long-running exporter.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class RequestWindow:
+    """Counts requests over a sliding 15-minute window (Mudbase's rate-limit window)."""
+
+    def __init__(self, window: float = BUDGET_WINDOW_SECONDS) -> None:
+        self._window = window
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, now: float) -> None:
+        with self._lock:
+            self._times.append(now)
+            self._expire(now)
+
+    def count(self, now: float | None = None) -> int:
+        with self._lock:
+            self._expire(time.monotonic() if now is None else now)
+            return len(self._times)
+
+    def _expire(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self._window:
+            self._times.popleft()
+
+
+def _counter(spec: m.MetricSpec, registry: CollectorRegistry) -> Counter:
+    return Counter(spec.name, spec.help, spec.labels, registry=registry)
+
+
+def _gauge(spec: m.MetricSpec, registry: CollectorRegistry) -> Gauge:
+    return Gauge(spec.name, spec.help, spec.labels, registry=registry)
+
+
+class ExporterMetrics:
+    """Counters, histograms and gauges about the exporter itself, in one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.upstream_requests = _counter(m.UPSTREAM_REQUESTS, registry)
+        self.poll_errors = _counter(m.POLL_ERRORS, registry)
+        self.poll_duration = Histogram(
+            m.POLL_DURATION.name,
+            m.POLL_DURATION.help,
+            buckets=m.POLL_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.poll_interval = _gauge(m.POLL_INTERVAL, registry)
+        self.targets = _gauge(m.TARGETS, registry)
+        self.config_last_reload_successful = _gauge(m.CONFIG_LAST_RELOAD_SUCCESSFUL, registry)
+        self.config_last_reload_success_time = _gauge(m.CONFIG_LAST_RELOAD_SUCCESS_TIME, registry)
+        _gauge(m.BUILD_INFO, registry).labels(__version__, platform.python_version()).set(1)
+        self.request_window = RequestWindow()
+        _gauge(m.REQUEST_BUDGET_USED, registry).set_function(self.request_window.count)
+
+    def observe_request(self, endpoint: str, code: str) -> None:
+        self.upstream_requests.labels(endpoint, code).inc()
+        self.request_window.add(time.monotonic())

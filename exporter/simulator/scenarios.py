@@ -1,0 +1,99 @@
+"""What the simulator serves: the built-in demo, or a YAML scenario file.
+
+A scenario file:
+    tokens: [sim-token]
+    functions:
+      - {project: demo_shop, id: checkout, dialect: docs, rate_per_minute: 120,
+         failure_ratio: 0.02, drift_amplitude: 0.05, drift_period: 300}
+"""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.simulator.model import SimFunction
+from exporter.simulator.server import Simulator
+
+DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105 - the demo's public, fake token
+
+DEMO_FUNCTIONS: list[dict[str, Any]] = [
+    # steady and healthy, docs dialect
+    {
+        "project": "demo_shop",
+        "id": "checkout",
+        "name": "Checkout",
+        "trigger_type": "http",
+        "rate_per_minute": 240,
+        "failure_ratio": 0.01,
+        "mean_execution_ms": 180,
+        "initial_executions": 12000,
+    },
+    # success rate drifts between about 55% and 99%: pages within a few minutes
+    {
+        "project": "demo_shop",
+        "id": "send-receipt",
+        "name": "Send receipt",
+        "trigger_type": "document",
+        "rate_per_minute": 120,
+        "failure_ratio": 0.23,
+        "drift_amplitude": 0.22,
+        "drift_period": 600,
+        "mean_execution_ms": 350,
+        "initial_executions": 4000,
+    },
+    # OpenAPI dialect: no successRate, the exporter derives it
+    {
+        "project": "demo_shop",
+        "id": "resize-image",
+        "name": "Resize image",
+        "trigger_type": "file",
+        "dialect": "openapi",
+        "rate_per_minute": 60,
+        "failure_ratio": 0.05,
+        "drift_amplitude": 0.04,
+        "drift_period": 300,
+        "mean_execution_ms": 900,
+        "initial_executions": 2500,
+    },
+    # a nightly-style cron job that runs rarely
+    {
+        "project": "demo_ops",
+        "id": "nightly_backup",
+        "name": "Nightly backup",
+        "trigger_type": "cron",
+        "dialect": "openapi",
+        "rate_per_minute": 2,
+        "failure_ratio": 0.0,
+        "mean_execution_ms": 4000,
+        "initial_executions": 90,
+    },
+    # a flaky webhook consumer
+    {
+        "project": "demo_ops",
+        "id": "sync-crm",
+        "name": "Sync CRM",
+        "trigger_type": "webhook",
+        "rate_per_minute": 30,
+        "failure_ratio": 0.12,
+        "drift_amplitude": 0.1,
+        "drift_period": 240,
+        "mean_execution_ms": 600,
+        "initial_executions": 800,
+    },
+]
+
+
+def demo_simulator(seed: int | None = None) -> Simulator:
+    sim = Simulator({DEMO_TOKEN}, seed=seed)
+    for spec in DEMO_FUNCTIONS:
+        sim.add(SimFunction(**spec))
+    return sim
+
+
+def load_scenario(path: Path, seed: int | None = None) -> Simulator:
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    sim = Simulator(set(data.get("tokens", [])), seed=seed)
+    for spec in data.get("functions", []):
+        sim.add(SimFunction(**spec))
+    return sim

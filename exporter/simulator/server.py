@@ -1,0 +1,269 @@
+"""The simulator's HTTP API (aiohttp): Mudbase's endpoints plus `/_sim/*` controls."""
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from exporter.simulator.faults import FAULT_KINDS, Fault, FaultTable
+from exporter.simulator.model import SimFunction
+
+MAX_LIMIT = 100
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Simulator:
+    """The simulated platform: functions, tokens, faults and request counts."""
+
+    def __init__(self, tokens: set[str], seed: int | None = None) -> None:
+        self.tokens = set(tokens)
+        self.functions: dict[tuple[str, str], SimFunction] = {}
+        self.faults = FaultTable()
+        self.requests: Counter[str] = Counter()
+        self.rng = random.Random(seed)
+
+    def add(self, function: SimFunction) -> None:
+        self.functions[(function.project, function.id)] = function
+
+    def function(self, project: str, function_id: str) -> SimFunction | None:
+        found = self.functions.get((project, function_id))
+        if found is not None:
+            found.advance(time.time(), self.rng)
+        return found
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    body = {"success": False, "error": message, "code": code, "requestId": "sim"}
+    return web.json_response(body, status=status)
+
+
+_STATUS_CODES = {
+    401: ("Invalid or expired token", "UNAUTHORIZED"),
+    403: ("Access denied to this project", "FORBIDDEN"),
+    404: ("Function not found", "NOT_FOUND"),
+    429: ("Too many requests", "RATE_LIMITED"),
+}
+
+
+def _status_response(status: int) -> web.Response:
+    message, code = _STATUS_CODES.get(status, ("Internal server error", "INTERNAL_ERROR"))
+    return _error(status, message, code)
+
+
+async def _faulty_response(
+    fault: Fault, good: dict[str, Any], request: web.Request
+) -> web.StreamResponse:
+    if fault.kind == "latency":
+        await asyncio.sleep(fault.latency)
+        return web.json_response(good)
+    if fault.kind == "status":
+        return _status_response(fault.status)
+    if fault.kind == "rate_limit":
+        headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        body = {"success": False, "error": "Too many requests", "code": "RATE_LIMITED"}
+        return web.json_response(body, status=429, headers=headers)
+    if fault.kind == "malformed":
+        return web.Response(
+            body=b'{"success": true, "data": {"stats": ', content_type="application/json"
+        )
+    if fault.kind == "wrong_types":
+        return web.json_response(
+            {"success": True, "data": {"stats": {"totalExecutions": "many", "failed": [1]}}}
+        )
+    if fault.kind == "sparse":
+        total = good["data"]["stats"].get("totalExecutions", 0)
+        return web.json_response({"success": True, "data": {"stats": {"totalExecutions": total}}})
+    return await _hang_mid_body(fault, good, request)
+
+
+async def _hang_mid_body(
+    fault: Fault, good: dict[str, Any], request: web.Request
+) -> web.StreamResponse:
+    body = json.dumps(good).encode()
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    await asyncio.sleep(fault.latency or 3600)
+    return response
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") else None
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < low:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"success": False, "error": f"invalid {name}"}),
+            content_type="application/json",
+        )
+    return int(raw)
+
+
+def build_app(sim: Simulator) -> web.Application:
+    app = web.Application(middlewares=[_counting(sim)])
+    app["sim"] = sim
+    api = "/api/functions/projects/{project}/functions"
+    app.router.add_get(api, _list_functions)
+    app.router.add_get(api + "/{function}/logs", _function_logs)
+    app.router.add_get("/_sim/state", _state)
+    app.router.add_post("/_sim/functions", _put_function)
+    app.router.add_delete("/_sim/functions/{project}/{function}", _delete_function)
+    app.router.add_post("/_sim/faults", _set_fault)
+    app.router.add_delete("/_sim/faults", _clear_faults)
+    app.router.add_post("/_sim/requests/reset", _reset_requests)
+    return app
+
+
+def _counting(sim: Simulator) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            kind = "logs" if request.path.endswith("/logs") else "list"
+            sim.requests[kind] += 1
+        return await handler(request)
+
+    return middleware
+
+
+def _authorised(request: web.Request) -> bool:
+    return _bearer(request) in request.app["sim"].tokens
+
+
+async def _function_logs(request: web.Request) -> web.StreamResponse:
+    sim: Simulator = request.app["sim"]
+    project, function_id = request.match_info["project"], request.match_info["function"]
+    limit = min(_int_query(request, "limit", 50, 1), MAX_LIMIT)
+    offset = _int_query(request, "offset", 0, 0)
+    fault = sim.faults.pick(project, function_id, sim.rng)
+    if fault is not None and fault.kind == "status" and fault.status == 401:
+        return _status_response(401)
+    if not _authorised(request):
+        return _status_response(401)
+    function = sim.function(project, function_id)
+    if function is None:
+        return _status_response(404)
+    good = function.logs_json(limit, offset)
+    if fault is not None:
+        return await _faulty_response(fault, good, request)
+    return web.json_response(good)
+
+
+async def _list_functions(request: web.Request) -> web.StreamResponse:
+    sim: Simulator = request.app["sim"]
+    if not _authorised(request):
+        return _status_response(401)
+    project = request.match_info["project"]
+    page = _int_query(request, "page", 1, 1)
+    limit = min(_int_query(request, "limit", 20, 1), MAX_LIMIT)
+    now = time.time()
+    functions = sorted(
+        (f for (p, _), f in sim.functions.items() if p == project), key=lambda f: f.id
+    )
+    for function in functions:
+        function.advance(now, sim.rng)
+    chunk = functions[(page - 1) * limit : page * limit]
+    pages = max(1, -(-len(functions) // limit))
+    return web.json_response(
+        {
+            "success": True,
+            "data": {
+                "functions": [f.summary_json() for f in chunk],
+                "pagination": {
+                    "page": page,
+                    "limit": limit,
+                    "total": len(functions),
+                    "totalPages": pages,
+                },
+            },
+        }
+    )
+
+
+async def _state(request: web.Request) -> web.StreamResponse:
+    sim: Simulator = request.app["sim"]
+    now = time.time()
+    functions = []
+    for function in sim.functions.values():
+        function.advance(now, sim.rng)
+        functions.append(
+            {
+                "project": function.project,
+                "id": function.id,
+                "dialect": function.dialect,
+                "failure_ratio": function.current_failure_ratio(now),
+                "stats": function.stats_json(),
+            }
+        )
+    return web.json_response(
+        {"functions": functions, "faults": sim.faults.describe(), "requests": dict(sim.requests)}
+    )
+
+
+_SETTABLE = {
+    "name",
+    "trigger_type",
+    "active",
+    "dialect",
+    "rate_per_minute",
+    "failure_ratio",
+    "drift_amplitude",
+    "drift_period",
+    "mean_execution_ms",
+    "initial_executions",
+}
+
+
+async def _put_function(request: web.Request) -> web.StreamResponse:
+    """Create a function, or change the settings of an existing one."""
+    sim: Simulator = request.app["sim"]
+    body = await request.json()
+    options = {k: v for k, v in body.items() if k in _SETTABLE}
+    if set(body) - _SETTABLE - {"project", "id"}:
+        raise web.HTTPBadRequest(text=f"unknown fields: {sorted(set(body) - _SETTABLE)}")
+    existing = sim.function(body["project"], body["id"])
+    if existing is None:
+        sim.add(SimFunction(project=body["project"], id=body["id"], **options))
+    else:
+        for key, value in options.items():
+            setattr(existing, key, value)
+    return web.json_response({"ok": True})
+
+
+async def _delete_function(request: web.Request) -> web.StreamResponse:
+    sim: Simulator = request.app["sim"]
+    sim.functions.pop((request.match_info["project"], request.match_info["function"]), None)
+    return web.json_response({"ok": True})
+
+
+async def _set_fault(request: web.Request) -> web.StreamResponse:
+    """`{"project": "*", "function": "*", "kind": "status", "status": 503, ...}`."""
+    sim: Simulator = request.app["sim"]
+    body = await request.json()
+    if body.get("kind") not in FAULT_KINDS:
+        raise web.HTTPBadRequest(text=f"kind must be one of {', '.join(FAULT_KINDS)}")
+    project, function = body.pop("project", "*"), body.pop("function", "*")
+    sim.faults.set(project, function, Fault(**body))
+    return web.json_response({"ok": True})
+
+
+async def _clear_faults(request: web.Request) -> web.StreamResponse:
+    sim: Simulator = request.app["sim"]
+    sim.faults.clear(request.query.get("project"), request.query.get("function"))
+    return web.json_response({"ok": True})
+
+
+async def _reset_requests(request: web.Request) -> web.StreamResponse:
+    sim: Simulator = request.app["sim"]
+    sim.requests.clear()
+    return web.json_response({"ok": True})

@@ -1,0 +1,113 @@
+"""Mudbase's JSON answers, parsed in one place.
+
+Both `stats` dialects are accepted (UPSTREAM.md): the docs page's
+`successful/failed/successRate/lastRun` and the OpenAPI schema's
+`successfulExecutions/failedExecutions/lastExecution`. Missing or null fields are tolerated;
+a field of the wrong type makes the whole answer a `bad_response`.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+
+class UpstreamFormatError(ValueError):
+    """The body is not the JSON shape Mudbase documents."""
+
+
+@dataclass(frozen=True)
+class FunctionStats:
+    """One function's stats in exporter units: counts, a 0-1 ratio, seconds, unix time."""
+
+    total_executions: int | None = None
+    successful_executions: int | None = None
+    failed_executions: int | None = None
+    success_ratio: float | None = None
+    avg_execution_seconds: float | None = None
+    last_run_timestamp: float | None = None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Stats(_Model):
+    total_executions: int | None = Field(None, ge=0, alias="totalExecutions")
+    successful: int | None = Field(
+        None, ge=0, validation_alias=AliasChoices("successful", "successfulExecutions")
+    )
+    failed: int | None = Field(
+        None, ge=0, validation_alias=AliasChoices("failed", "failedExecutions")
+    )
+    success_rate: float | None = Field(None, ge=0, le=100, alias="successRate")
+    avg_execution_time: float | None = Field(None, ge=0, alias="avgExecutionTime")
+    last_run: datetime | None = Field(
+        None, validation_alias=AliasChoices("lastRun", "lastExecution")
+    )
+
+
+class _Execution(_Model):
+    executed_at: datetime | None = Field(None, alias="executedAt")
+
+
+class _LogsData(_Model):
+    executions: list[_Execution] | None = None
+    stats: _Stats | None = None
+
+
+class _LogsEnvelope(_Model):
+    success: bool | None = None
+    data: _LogsData
+
+
+def parse_logs(body: bytes) -> FunctionStats:
+    """Stats from a logs answer; UpstreamFormatError if the body is not the documented shape."""
+    try:
+        envelope = _LogsEnvelope.model_validate_json(body)
+    except ValidationError as err:
+        raise UpstreamFormatError(_summarise(err)) from None
+    if envelope.success is False:
+        raise UpstreamFormatError("answer says success: false")
+    stats = envelope.data.stats or _Stats.model_validate({})
+    newest = _newest_execution(envelope.data.executions or [])
+    return _to_function_stats(stats, newest)
+
+
+def _newest_execution(executions: list[_Execution]) -> datetime | None:
+    times = [e.executed_at for e in executions if e.executed_at is not None]
+    return max(times) if times else None
+
+
+def _to_function_stats(stats: _Stats, newest_execution: datetime | None) -> FunctionStats:
+    last_run = stats.last_run or newest_execution
+    return FunctionStats(
+        total_executions=stats.total_executions,
+        successful_executions=stats.successful,
+        failed_executions=stats.failed,
+        success_ratio=_success_ratio(stats),
+        avg_execution_seconds=(
+            stats.avg_execution_time / 1000 if stats.avg_execution_time is not None else None
+        ),
+        last_run_timestamp=last_run.timestamp() if last_run is not None else None,
+    )
+
+
+def _success_ratio(stats: _Stats) -> float | None:
+    if stats.success_rate is not None:
+        return stats.success_rate / 100
+    total = stats.total_executions
+    if not total:
+        return None  # no executions: no rate (and never a division by zero)
+    if stats.successful is not None:
+        return min(stats.successful / total, 1.0)
+    if stats.failed is not None:
+        return max((total - stats.failed) / total, 0.0)
+    return None
+
+
+def _summarise(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"

@@ -1,0 +1,108 @@
+"""The exporter's HTTP server: /metrics, /, /-/healthy, /-/ready.
+
+A ThreadingHTTPServer in its own thread, so scrapes never wait on the asyncio loop that polls
+Mudbase. It only serves what the state holds.
+"""
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from exporter.exposition import CONTENT_TYPE, CachedExposition
+
+log = logging.getLogger("exporter.web")
+
+
+class ExporterHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        exposition: CachedExposition,
+        landing_page: Callable[[], bytes],
+        ready: Callable[[], bool],
+    ) -> None:
+        self.exposition = exposition
+        self.landing_page = landing_page
+        self.ready = ready
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ExporterHTTPServer
+    disable_nagle_algorithm = True
+    protocol_version = "HTTP/1.1"
+    server_version = "mudbase-exporter"
+
+    def do_GET(self) -> None:
+        self._dispatch(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._dispatch(send_body=False)
+
+    def _dispatch(self, send_body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._metrics(send_body)
+        elif path == "/":
+            self._send(
+                HTTPStatus.OK, self.server.landing_page(), "text/html; charset=utf-8", send_body
+            )
+        elif path == "/-/healthy":
+            self._send(HTTPStatus.OK, b"Healthy\n", "text/plain; charset=utf-8", send_body)
+        elif path == "/-/ready":
+            ready = self.server.ready()
+            status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+            body = b"Ready\n" if ready else b"Not ready: some functions have not been polled yet\n"
+            self._send(status, body, "text/plain; charset=utf-8", send_body)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8", send_body)
+
+    def _metrics(self, send_body: bool) -> None:
+        rendered = self.server.exposition.get()
+        if "gzip" in self.headers.get("Accept-Encoding", ""):
+            self._send(HTTPStatus.OK, rendered.gzipped(), CONTENT_TYPE, send_body, gzipped=True)
+        else:
+            self._send(HTTPStatus.OK, rendered.body, CONTENT_TYPE, send_body)
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        send_body: bool,
+        gzipped: bool = False,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("http request", extra={"client": self.address_string(), "line": format % args})
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """`host:port`, `:port` (all interfaces) or `[::1]:port` -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {text!r}: use HOST:PORT or :PORT")
+    host = host.strip("[]")
+    return host or "0.0.0.0", int(port)  # noqa: S104 - ':PORT' means every interface
+
+
+def start_http_server(server: ExporterHTTPServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread.start()
+    return thread

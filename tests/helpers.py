@@ -1,0 +1,248 @@
+"""Real processes for the integration tests: the simulator and the exporter, over sockets."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+SIM_TOKEN = "sim-token-5f2b9c1e7d"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), bytes(err.read())
+
+
+def http_json(method: str, url: str, body: object | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def fn_labels(project: str, function: str) -> tuple[tuple[str, str], ...]:
+    return (("function", function), ("project", project))
+
+
+@dataclass
+class SimulatorProcess:
+    process: subprocess.Popen[str]
+    url: str
+
+    def put_function(self, project: str, function: str, **options: Any) -> None:
+        http_json(
+            "POST", f"{self.url}/_sim/functions", {"project": project, "id": function, **options}
+        )
+
+    def set_fault(self, project: str, function: str, kind: str, **options: Any) -> None:
+        body = {"project": project, "function": function, "kind": kind, **options}
+        http_json("POST", f"{self.url}/_sim/faults", body)
+
+    def clear_faults(self, project: str, function: str) -> None:
+        http_json("DELETE", f"{self.url}/_sim/faults?project={project}&function={function}")
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = http_json("GET", f"{self.url}/_sim/state")
+        return result
+
+    def stats(self, project: str, function: str) -> dict[str, Any]:
+        for entry in self.state()["functions"]:
+            if entry["project"] == project and entry["id"] == function:
+                stats: dict[str, Any] = entry["stats"]
+                return stats
+        raise KeyError(f"{project}/{function}")
+
+
+@contextmanager
+def run_simulator() -> Iterator[SimulatorProcess]:
+    scenario = Path(tempfile.mkdtemp()) / "scenario.yaml"
+    scenario.write_text(f"tokens: [{SIM_TOKEN}]\nfunctions: []\n")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter.simulator.cli",
+            "--listen-address",
+            "127.0.0.1:0",
+            "--scenario",
+            str(scenario),
+            "--seed",
+            "7",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"listening on (http://\S+)", line)
+    assert match, f"simulator did not start: {line!r}"
+    try:
+        yield SimulatorProcess(process, match.group(1))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+
+
+@dataclass
+class ExporterProcess:
+    process: subprocess.Popen[str]
+    url: str
+    log_path: Path
+    lines: list[str] = field(default_factory=list)
+
+    def metrics_text(self) -> str:
+        status, body = http_get(f"{self.url}/metrics")
+        assert status == 200
+        return body.decode()
+
+    def metrics(self) -> Samples:
+        return parse_metrics(self.metrics_text())
+
+    def value(self, name: str, project: str, function: str) -> float | None:
+        return self.metrics().get((name, fn_labels(project, function)))
+
+    def wait_value(
+        self,
+        name: str,
+        project: str,
+        function: str,
+        predicate: Callable[[float | None], bool],
+        timeout: float = 15.0,
+    ) -> float | None:
+        wait_for(
+            lambda: predicate(self.value(name, project, function)),
+            timeout,
+            f"{name}{{{project}/{function}}} to change",
+        )
+        return self.value(name, project, function)
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 5.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def write_config(
+    directory: Path,
+    sim_url: str,
+    targets: dict[str, list[str]],
+    *,
+    interval: str = "1s",
+    extra: str = "",
+    mudbase_extra: str = "",
+) -> Path:
+    lines = [
+        "mudbase:",
+        f"  url: {sim_url}",
+        f"  token: {SIM_TOKEN}",
+        "  timeout: 500ms",
+        mudbase_extra,
+        f"interval: {interval}",
+        extra,
+        "targets:",
+    ]
+    for project, functions in targets.items():
+        lines.append(f"  - project: {project}")
+        lines.append(f"    functions: [{', '.join(functions)}]")
+    path = directory / "config.yaml"
+    path.write_text("\n".join(line for line in lines if line) + "\n")
+    return path
+
+
+@contextmanager
+def run_exporter(
+    config: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True
+) -> Iterator[ExporterProcess]:
+    port = free_port()
+    log_path = config.parent / f"exporter-{port}.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                *args,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    exporter = ExporterProcess(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_for(lambda: _answers(exporter), 10, "the exporter to listen")
+        if wait_ready:
+            wait_for(
+                lambda: http_get(f"{exporter.url}/-/ready")[0] == 200,
+                15,
+                "the exporter to be ready",
+            )
+        yield exporter
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _answers(exporter: ExporterProcess) -> bool:
+    if exporter.process.poll() is not None:
+        raise AssertionError(f"exporter exited: {exporter.logs()}")
+    try:
+        return http_get(f"{exporter.url}/-/healthy", timeout=1)[0] == 200
+    except OSError:
+        return False

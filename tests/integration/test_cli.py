@@ -1,0 +1,124 @@
+"""The command line as a user runs it: --config.check, bad configs, the demo."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import (
+    ROOT,
+    SIM_TOKEN,
+    free_port,
+    http_get,
+    parse_metrics,
+    wait_for,
+)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
+
+
+def test_config_check_prints_targets_and_request_cost(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"mudbase: {{token_file: {tmp_path / 'token'}}}\ninterval: 30s\ntargets:\n"
+        "  - project: p1\n    functions: [a, b]\n  - project: p2\n    functions: [c]\n"
+    )
+    (tmp_path / "token").write_text(SIM_TOKEN + "\n")
+    result = run_cli("--config.check", "--config.file", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "3 function(s) in 2 project(s)" in result.stdout
+    assert "p1: a, b" in result.stdout
+    assert "90 per 15 minutes" in result.stdout  # 3 functions x 30 polls
+    assert "token from token_file" in result.stdout
+    assert SIM_TOKEN not in result.stdout + result.stderr
+
+
+def test_example_config_is_valid() -> None:
+    result = run_cli(
+        "--config.check",
+        "--config.file",
+        str(ROOT / "config.example.yaml"),
+        env={"MUDBASE_TOKEN": "example-token"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+
+
+def test_bad_config_names_every_key_and_serves_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "mudbase:\n  url: ftp://x\n  tokn: abc\ninterval: 1 minute\n"
+        "targets:\n  - project: ok\n    functions: [fine, 'bad/id']\n"
+    )
+    port = free_port()
+    result = run_cli("--config.file", str(config), "--web.listen-address", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "mudbase.url: invalid URL 'ftp://x'" in result.stderr
+    assert "mudbase.tokn: unknown key" in result.stderr
+    assert "interval: invalid duration '1 minute'" in result.stderr
+    assert "targets[0].functions[1]: invalid ID 'bad/id'" in result.stderr
+    assert "mudbase.token: no API token" in result.stderr
+    try:
+        http_get(f"http://127.0.0.1:{port}/", timeout=1)
+        raise AssertionError("something is listening")
+    except OSError:
+        pass
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli("--config.file", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert "nope.yaml" in result.stderr
+    assert "No such file" in result.stderr
+
+
+def test_bad_listen_address_is_rejected() -> None:
+    result = run_cli("--web.listen-address", "localhost", "--config.file", "x")
+    assert result.returncode == 2
+    assert "--web.listen-address" in result.stderr
+
+
+def test_demo_serves_simulated_functions_and_stops_cleanly() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(url), 20, "the demo to be ready")
+        samples = parse_metrics(http_get(f"{url}/metrics")[1].decode())
+        ups = [v for (name, _), v in samples.items() if name == "mudbase_function_up"]
+        assert len(ups) == 5
+        assert all(v == 1 for v in ups)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=5)
+        assert process.returncode == 0
+        assert re.search(rf"metrics:\s+{re.escape(url)}/metrics", output)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return http_get(f"{url}/-/ready", timeout=1)[0] == 200
+    except OSError:
+        time.sleep(0.2)
+        return False
