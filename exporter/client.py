@@ -8,6 +8,7 @@ retries included, ends before its deadline.
 import asyncio
 import email.utils
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ class MudbaseClient:
         self._on_request = on_request or (lambda endpoint, code: None)
         self._sleep = sleep
         self._backoff = wait_exponential_jitter(
-            initial=retry.initial_backoff, max=retry.max_wait, jitter=retry.initial_backoff
+            multiplier=retry.initial_backoff, max=retry.max_wait, jitter=retry.initial_backoff
         )
 
     def __repr__(self) -> str:
@@ -144,8 +145,12 @@ class MudbaseClient:
         if response.status_code == 401 and self._auth.renew_after_unauthorized():
             response = await self._send(url, endpoint, params)
         if response.status_code != 200:
-            raise _status_error(response)
+            raise _status_error(response, self._credentials())
         return response.content
+
+    def _credentials(self) -> list[str]:
+        """The secret parts of the auth headers, to blank out of quoted upstream text."""
+        return [value.split(" ", 1)[-1] for value in self._auth.headers().values()]
 
     async def _send(self, url: str, endpoint: str, params: dict[str, str]) -> httpx.Response:
         try:
@@ -161,9 +166,9 @@ class MudbaseClient:
         return response
 
 
-def _status_error(response: httpx.Response) -> PollError:
+def _status_error(response: httpx.Response, credentials: list[str]) -> PollError:
     code = response.status_code
-    detail = f"HTTP {code}{_error_message(response)}"
+    detail = f"HTTP {code}{_error_message(response, credentials)}"
     if code == 401:
         return PollError(Reason.AUTH, detail, code)
     if code == 403:
@@ -187,12 +192,19 @@ def _error_body(response: httpx.Response) -> dict[str, object]:
     return body if isinstance(body, dict) else {}
 
 
-def _error_message(response: httpx.Response) -> str:
+_JWT_LIKE = re.compile(r"eyJ[\w-]+\.[\w-]+(?:\.[\w-]+)?")
+
+
+def _error_message(response: httpx.Response, credentials: list[str]) -> str:
+    """Mudbase's own error text, shortened, with anything credential-like blanked out."""
     body = _error_body(response)
     message = body.get("error") or body.get("message")
     if not isinstance(message, str) or not message:
         return ""
-    return f" ({message[:200]})"
+    for credential in credentials:
+        if credential:
+            message = message.replace(credential, "<redacted>")
+    return f" ({_JWT_LIKE.sub('<redacted>', message)[:200]})"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

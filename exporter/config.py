@@ -171,6 +171,9 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> LoadedConfig
     if problems:
         raise ConfigError(source, problems)
     token, token_source = _resolve_token(config.mudbase, env)
+    if not token.get_secret_value():
+        file = str(config.mudbase.token_file)
+        raise ConfigError(source, [f"mudbase.token_file: the file {file!r} is empty"])
     return LoadedConfig(config, token, token_source, source)
 
 

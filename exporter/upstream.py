@@ -7,7 +7,7 @@ a field of the wrong type makes the whole answer a `bad_response`.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
@@ -89,8 +89,15 @@ def _to_function_stats(stats: _Stats, newest_execution: datetime | None) -> Func
         avg_execution_seconds=(
             stats.avg_execution_time / 1000 if stats.avg_execution_time is not None else None
         ),
-        last_run_timestamp=last_run.timestamp() if last_run is not None else None,
+        last_run_timestamp=_unix_time(last_run) if last_run is not None else None,
     )
+
+
+def _unix_time(moment: datetime) -> float:
+    """Mudbase's timestamps are UTC; one without a zone is read as UTC, not local time."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _success_ratio(stats: _Stats) -> float | None:

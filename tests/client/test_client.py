@@ -1,0 +1,456 @@
+"""MudbaseClient against a respx-mocked Mudbase: parsing, auth, retry, typed errors.
+
+Nothing here really sleeps: the client gets a fake `sleep` that records the delays it was asked
+for and returns at once.
+"""
+
+import email.utils
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from pydantic import SecretStr
+
+from exporter.auth import FileToken, StaticToken, TokenSource
+from exporter.client import MudbaseClient, PollError, Reason, RetryPolicy
+from exporter.upstream import FunctionStats
+
+BASE = "https://mudbase.test"
+TOKEN = "tok-8c1f0a5e93d2"
+NEW_TOKEN = "tok-rotated-47b1e2"
+PROJECT = "proj-1"
+FUNCTION = "fn-1"
+LOGS_URL = f"{BASE}/api/functions/projects/{PROJECT}/functions/{FUNCTION}/logs"
+RETRY = RetryPolicy(attempts=3, initial_backoff=0.1, max_wait=10, deadline=60)
+
+
+LAST_RUN_ISO = "2024-05-01T12:00:00.000Z"
+LAST_RUN_UNIX = 1714564800.0
+
+DOCS_BODY: dict[str, Any] = {
+    "success": True,
+    "data": {
+        "executions": [{"executedAt": "2024-05-01T11:59:00.000Z"}],
+        "stats": {
+            "totalExecutions": 200,
+            "successful": 190,
+            "failed": 10,
+            "successRate": 95.0,
+            "avgExecutionTime": 1250,
+            "lastRun": LAST_RUN_ISO,
+        },
+    },
+}
+DOCS_STATS = FunctionStats(
+    total_executions=200,
+    successful_executions=190,
+    failed_executions=10,
+    success_ratio=0.95,
+    avg_execution_seconds=1.25,
+    last_run_timestamp=LAST_RUN_UNIX,
+)
+
+OPENAPI_BODY: dict[str, Any] = {
+    "success": True,
+    "data": {
+        "executions": [],
+        "stats": {
+            "totalExecutions": 40,
+            "successfulExecutions": 30,
+            "failedExecutions": 10,
+            "avgExecutionTime": 80,
+            "lastExecution": LAST_RUN_ISO,
+        },
+    },
+}
+OPENAPI_STATS = FunctionStats(
+    total_executions=40,
+    successful_executions=30,
+    failed_executions=10,
+    success_ratio=0.75,
+    avg_execution_seconds=0.08,
+    last_run_timestamp=LAST_RUN_UNIX,
+)
+
+
+class FakeSleep:
+    """Records each requested delay and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+class Recorder:
+    """The on_request observer: every (endpoint, code) pair the client reported."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, endpoint: str, code: str) -> None:
+        self.calls.append((endpoint, code))
+
+
+@dataclass
+class Harness:
+    client: MudbaseClient
+    sleep: FakeSleep
+    seen: Recorder
+
+
+def make(
+    http: httpx.AsyncClient, auth: TokenSource | None = None, retry: RetryPolicy = RETRY
+) -> Harness:
+    sleep, seen = FakeSleep(), Recorder()
+    client = MudbaseClient(
+        BASE,
+        auth or StaticToken(SecretStr(TOKEN)),
+        http,
+        retry=retry,
+        timeout=5,
+        on_request=seen,
+        sleep=sleep,
+    )
+    return Harness(client, sleep, seen)
+
+
+async def poll_error(harness: Harness) -> PollError:
+    with pytest.raises(PollError) as info:
+        await harness.client.function_stats(PROJECT, FUNCTION)
+    return info.value
+
+
+def bearer(request: httpx.Request) -> str:
+    return str(request.headers.get("Authorization", ""))
+
+
+# --- success ---------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "expected"), [(DOCS_BODY, DOCS_STATS), (OPENAPI_BODY, OPENAPI_STATS)]
+)
+async def test_200_in_either_dialect_gives_stats(
+    body: dict[str, Any], expected: FunctionStats
+) -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(200, json=body)
+            h = make(http)
+            stats = await h.client.function_stats(PROJECT, FUNCTION)
+    assert stats == expected
+    assert route.call_count == 1
+    request = route.calls.last.request
+    assert bearer(request) == f"Bearer {TOKEN}"
+    assert request.url.params["limit"] == "1"
+    assert h.sleep.delays == []
+    assert h.seen.calls == [("logs", "200")]
+
+
+@pytest.mark.asyncio
+async def test_ids_are_url_encoded_in_the_path() -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(url__startswith=BASE).respond(200, json=DOCS_BODY)
+            h = make(http)
+            await h.client.function_stats("team a/b", "fn?x#1")
+    assert route.call_count == 1
+    assert route.calls.last.request.url.raw_path == (
+        b"/api/functions/projects/team%20a%2Fb/functions/fn%3Fx%231/logs?limit=1"
+    )
+
+
+# --- retries on 5xx and 429 --------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_503_then_200_is_retried_once() -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).mock(
+                side_effect=[httpx.Response(503), httpx.Response(200, json=DOCS_BODY)]
+            )
+            h = make(http)
+            stats = await h.client.function_stats(PROJECT, FUNCTION)
+    assert stats == DOCS_STATS
+    assert route.call_count == 2
+    assert len(h.sleep.delays) == 1
+    assert 0 < h.sleep.delays[0] <= RETRY.max_wait
+    assert h.seen.calls == [("logs", "503"), ("logs", "200")]
+
+
+async def _sleep_after_429(headers: dict[str, str], body: dict[str, Any] | None) -> list[float]:
+    """The delays slept for one 429 (with these headers and JSON body) followed by a 200."""
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).mock(
+                side_effect=[
+                    httpx.Response(429, headers=headers, json=body),
+                    httpx.Response(200, json=DOCS_BODY),
+                ]
+            )
+            h = make(http)
+            assert await h.client.function_stats(PROJECT, FUNCTION) == DOCS_STATS
+    assert route.call_count == 2
+    assert h.seen.calls == [("logs", "429"), ("logs", "200")]
+    return h.sleep.delays
+
+
+@pytest.mark.asyncio
+async def test_429_retry_after_seconds_is_honoured() -> None:
+    assert await _sleep_after_429({"Retry-After": "7"}, None) == [7.0]
+
+
+@pytest.mark.asyncio
+async def test_429_retry_after_is_capped_to_max_wait() -> None:
+    assert await _sleep_after_429({"Retry-After": "3600"}, None) == [RETRY.max_wait]
+
+
+@pytest.mark.asyncio
+async def test_429_retry_after_http_date() -> None:
+    when = datetime.now(UTC) + timedelta(seconds=8)
+    header = email.utils.format_datetime(when, usegmt=True)
+    [delay] = await _sleep_after_429({"Retry-After": header}, None)
+    # an HTTP date has whole seconds: 8s ahead, truncated, minus the test's own run time
+    assert 6 < delay <= 8
+
+
+@pytest.mark.asyncio
+async def test_429_retry_after_from_json_body() -> None:
+    assert await _sleep_after_429({}, {"retryAfter": 3}) == [3.0]
+
+
+@pytest.mark.asyncio
+async def test_429_without_hint_uses_exponential_backoff_then_gives_up() -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(429, json={"error": "slow down"})
+            h = make(http)
+            err = await poll_error(h)
+    assert err.reason is Reason.RATE_LIMITED
+    assert err.status == 429
+    assert err.retry_after is None
+    assert route.call_count == RETRY.attempts
+    assert len(h.sleep.delays) == RETRY.attempts - 1
+    assert all(0 < d <= RETRY.max_wait for d in h.sleep.delays)
+    # exponential: the second wait is at least the first (initial 0.1 + jitter, then 0.2 + jitter)
+    assert h.sleep.delays[1] >= h.sleep.delays[0]
+
+
+@pytest.mark.asyncio
+async def test_persistent_500_gives_up_after_attempts() -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(500, json={"error": "boom"})
+            h = make(http)
+            err = await poll_error(h)
+    assert err.reason is Reason.SERVER_ERROR
+    assert err.status == 500
+    assert "boom" in str(err)
+    assert route.call_count == RETRY.attempts
+    assert len(h.sleep.delays) == RETRY.attempts - 1
+    assert h.seen.calls == [("logs", "500")] * RETRY.attempts
+
+
+@pytest.mark.asyncio
+async def test_deadline_stops_retries_before_sleeping() -> None:
+    policy = RetryPolicy(attempts=3, initial_backoff=0.1, max_wait=10, deadline=0.0001)
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(429, headers={"Retry-After": "5"})
+            h = make(http, retry=policy)
+            err = await poll_error(h)
+    assert err.reason is Reason.RATE_LIMITED
+    assert err.retry_after == 5.0
+    assert route.call_count == 1
+    assert h.sleep.delays == []
+
+
+# --- 4xx are not retried -----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(400, Reason.CLIENT_ERROR), (403, Reason.FORBIDDEN), (404, Reason.NOT_FOUND)],
+)
+async def test_4xx_is_not_retried(status: int, reason: Reason) -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(status, json={"message": "nope"})
+            h = make(http)
+            err = await poll_error(h)
+    assert err.reason is reason
+    assert err.status == status
+    assert not err.retryable
+    assert route.call_count == 1
+    assert h.sleep.delays == []
+    assert h.seen.calls == [("logs", str(status))]
+
+
+# --- 401 and token rotation --------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_401_with_static_token_is_auth_after_one_call() -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(401, json={"error": "unauthorized"})
+            h = make(http)
+            err = await poll_error(h)
+    assert err.reason is Reason.AUTH
+    assert err.status == 401
+    assert route.call_count == 1
+    assert h.sleep.delays == []
+
+
+@pytest.mark.asyncio
+async def test_401_with_rotated_token_file_retries_with_new_token(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{TOKEN}\n", encoding="utf-8")
+
+    def rotate_then_check(request: httpx.Request) -> httpx.Response:
+        if bearer(request) == f"Bearer {NEW_TOKEN}":
+            return httpx.Response(200, json=DOCS_BODY)
+        # a secret rotation: the file is replaced (new inode) while the old token is refused
+        staged = tmp_path / "token.new"
+        staged.write_text(f"{NEW_TOKEN}\n", encoding="utf-8")
+        os.replace(staged, token_file)
+        return httpx.Response(401, json={"error": "token expired"})
+
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).mock(side_effect=rotate_then_check)
+            h = make(http, auth=FileToken(token_file, SecretStr(TOKEN)))
+            stats = await h.client.function_stats(PROJECT, FUNCTION)
+    assert stats == DOCS_STATS
+    assert route.call_count == 2
+    assert [bearer(call.request) for call in route.calls] == [
+        f"Bearer {TOKEN}",
+        f"Bearer {NEW_TOKEN}",
+    ]
+    assert h.sleep.delays == []
+    assert h.seen.calls == [("logs", "401"), ("logs", "200")]
+
+
+@pytest.mark.asyncio
+async def test_401_with_unchanged_token_file_is_auth(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{TOKEN}\n", encoding="utf-8")
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(401, json={"error": "unauthorized"})
+            h = make(http, auth=FileToken(token_file, SecretStr(TOKEN)))
+            err = await poll_error(h)
+    assert err.reason is Reason.AUTH
+    assert route.call_count == 1
+    assert bearer(route.calls.last.request) == f"Bearer {TOKEN}"
+    assert h.sleep.delays == []
+
+
+# --- transport errors --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("error", "reason", "code"),
+    [
+        (httpx.ConnectError, Reason.CONNECTION, "connection_error"),
+        (httpx.ReadTimeout, Reason.TIMEOUT, "timeout"),
+    ],
+)
+async def test_transport_errors_are_retried_then_typed(
+    error: type[httpx.TransportError], reason: Reason, code: str
+) -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).mock(side_effect=error)
+            h = make(http)
+            err = await poll_error(h)
+    assert err.reason is reason
+    assert err.status is None
+    assert route.call_count == RETRY.attempts
+    assert len(h.sleep.delays) == RETRY.attempts - 1
+    assert h.seen.calls == [("logs", code)] * RETRY.attempts
+
+
+@pytest.mark.asyncio
+async def test_transport_error_then_200_recovers() -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).mock(
+                side_effect=[httpx.ConnectError("refused"), httpx.Response(200, json=DOCS_BODY)]
+            )
+            h = make(http)
+            stats = await h.client.function_stats(PROJECT, FUNCTION)
+    assert stats == DOCS_STATS
+    assert route.call_count == 2
+    assert len(h.sleep.delays) == 1
+    assert h.seen.calls == [("logs", "connection_error"), ("logs", "200")]
+
+
+# --- bad bodies --------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        json.dumps({"success": True, "data": {"stats": {"totalExecutions": "many"}}}).encode(),
+        json.dumps({"success": True, "data": {"stats": {"lastRun": "yesterday-ish"}}}).encode(),
+        json.dumps({"success": True}).encode(),
+    ],
+    ids=["malformed-json", "count-is-a-string", "bad-date", "no-data"],
+)
+async def test_bad_200_body_is_bad_response_and_not_retried(content: bytes) -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(
+                200, content=content, headers={"Content-Type": "application/json"}
+            )
+            h = make(http)
+            err = await poll_error(h)
+    assert err.reason is Reason.BAD_RESPONSE
+    assert err.status == 200
+    assert route.call_count == 1
+    assert h.sleep.delays == []
+
+
+# --- no credential in errors -------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_transport_error_text_is_not_copied_into_the_error() -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            router.get(LOGS_URL).mock(side_effect=httpx.ConnectError(f"refused Bearer {TOKEN}"))
+            h = make(http)
+            err = await poll_error(h)
+    assert err.reason is Reason.CONNECTION
+    assert TOKEN not in str(err)
+    assert TOKEN not in repr(err)
+    assert TOKEN not in repr(h.client)
+
+
+# Mudbase's error text is quoted in PollError for diagnosis; a token it echoes is blanked out.
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("status", "field"), [(401, "error"), (403, "message")])
+async def test_echoed_token_never_reaches_the_error_message(status: int, field: str) -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            router.get(LOGS_URL).respond(status, json={field: f"bad token {TOKEN}"})
+            h = make(http)
+            err = await poll_error(h)
+    assert err.status == status
+    assert TOKEN not in str(err)
+    assert TOKEN not in repr(err)

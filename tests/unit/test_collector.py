@@ -1,0 +1,70 @@
+"""The collector against a golden exposition (set UPDATE_GOLDEN=1 to rewrite it)."""
+
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collector import FunctionCollector
+from exporter.state import StateStore, TargetKey
+from exporter.upstream import FunctionStats
+
+GOLDEN = Path(__file__).resolve().parent.parent / "testdata" / "golden" / "functions.txt"
+FULL = FunctionStats(
+    total_executions=42,
+    successful_executions=40,
+    failed_executions=2,
+    success_ratio=0.9524,
+    avg_execution_seconds=0.125,
+    last_run_timestamp=1705314600.0,
+)
+HEALTHY = TargetKey("shop", "checkout")
+SPARSE = TargetKey("shop", "sparse")
+FAILING = TargetKey("shop", "failing")
+EXPIRED = TargetKey("ops", "expired")
+DELETED = TargetKey("ops", "deleted")
+PENDING = TargetKey("ops", "pending")
+QUOTED = TargetKey('we"ird', "fn")
+
+
+def build_state() -> StateStore:
+    state = StateStore()
+    state.set_targets([HEALTHY, SPARSE, FAILING, EXPIRED, DELETED, PENDING, QUOTED])
+    for key in (HEALTHY, FAILING, EXPIRED, DELETED, QUOTED):
+        state.record_success(key, FULL, now=1000.0)
+    state.record_success(SPARSE, FunctionStats(total_executions=7), now=1000.0)
+    state.record_failure(FAILING, "server_error", 1100.0, keep_values_for=180, drop_values=False)
+    state.record_failure(EXPIRED, "timeout", 1300.0, keep_values_for=180, drop_values=False)
+    state.record_failure(DELETED, "not_found", 1010.0, keep_values_for=180, drop_values=True)
+    return state
+
+
+def render(state: StateStore) -> str:
+    registry = CollectorRegistry()
+    registry.register(FunctionCollector(state))
+    return generate_latest(registry).decode()
+
+
+def test_exposition_matches_golden_file() -> None:
+    text = render(build_state())
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_removed_target_disappears() -> None:
+    state = build_state()
+    state.set_targets([HEALTHY])
+    text = render(state)
+    assert 'function="failing"' not in text
+    assert 'mudbase_function_up{function="checkout",project="shop"} 1.0' in text
+
+
+def test_failing_target_keeps_values_then_loses_them_but_keeps_up() -> None:
+    text = render(build_state())
+    assert 'mudbase_function_executions{function="failing",project="shop"} 42.0' in text
+    assert 'mudbase_function_up{function="failing",project="shop"} 0.0' in text
+    assert 'mudbase_function_executions{function="expired",project="ops"}' not in text
+    assert 'mudbase_function_up{function="expired",project="ops"} 0.0' in text
+    assert 'mudbase_function_executions{function="deleted",project="ops"}' not in text
+    assert 'function="pending"' not in text

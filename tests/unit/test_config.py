@@ -1,0 +1,133 @@
+"""Config loading: valid files, and a table of invalid files with their exact messages."""
+
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, load_config, parse_config
+
+TESTDATA = Path(__file__).resolve().parent.parent / "testdata" / "config"
+NO_ENV: dict[str, str] = {}
+
+INVALID = {
+    "invalid-unknown-key.yml": ["mudbase.tokn: unknown key"],
+    "invalid-duration.yml": [
+        "interval: invalid duration '1 minute': use a Prometheus duration such as 30s, 1m, "
+        "1h30m or 500ms"
+    ],
+    "invalid-duration-number.yml": [
+        "mudbase.timeout: invalid duration 10: durations are strings with a unit, such as 30s or 1m"
+    ],
+    "invalid-id.yml": [
+        "targets[0].functions[1]: invalid ID '../admin': use 1 to 64 letters, digits, '_' or '-'"
+    ],
+    "invalid-project-id.yml": [
+        "targets[0].project: invalid ID 'proj with spaces': use 1 to 64 letters, digits, '_' or '-'"
+    ],
+    "invalid-duplicate.yml": [
+        "targets[1].functions[0]: duplicate target p/b (first listed at targets[0].functions[1])"
+    ],
+    "invalid-no-token.yml": [
+        "mudbase.token: no API token: set mudbase.token, mudbase.token_file or the "
+        "MUDBASE_TOKEN environment variable"
+    ],
+    "invalid-two-tokens.yml": ["mudbase: set only one of token and token_file"],
+    "invalid-url.yml": [
+        "mudbase.url: invalid URL 'file:///etc/passwd': use http:// or https:// and a host"
+    ],
+    "invalid-no-targets.yml": ["targets: required key is missing"],
+    "invalid-empty-functions.yml": [
+        "targets[0].functions: List should have at least 1 item after validation, not 0"
+    ],
+    "invalid-timeout-vs-interval.yml": ["mudbase.timeout: must be shorter than interval"],
+    "invalid-yaml.yml": ["not valid YAML: expected ',' or '}', but got ':' at line 2, column 8"],
+    "invalid-not-mapping.yml": ["the file must be a YAML mapping with a 'targets' key"],
+    "invalid-concurrency.yml": ["concurrency: Input should be greater than or equal to 1"],
+    "invalid-function-type.yml": [
+        "targets[0].functions[0]: invalid function 42: give a function ID or a mapping with 'id'"
+    ],
+    "invalid-token-file-missing.yml": [
+        "mudbase.token_file: cannot read token file '/nonexistent/token'"
+    ],
+    "invalid-many.yml": [
+        "mudbase.url: invalid URL 'ftp://x': use http:// or https:// and a host",
+        "mudbase.retries: Input should be greater than or equal to 0",
+        "interval: invalid duration '0s': must be greater than zero",
+        "targets[0].functions[1]: invalid ID 'a b': use 1 to 64 letters, digits, '_' or '-'",
+        "targets[0].extra: unknown key",
+        "mudbase.token: no API token: set mudbase.token, mudbase.token_file or the "
+        "MUDBASE_TOKEN environment variable",
+    ],
+}
+
+
+def test_every_invalid_file_has_a_case() -> None:
+    assert sorted(p.name for p in TESTDATA.glob("invalid-*.yml")) == sorted(INVALID)
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_invalid_file_is_rejected_with_exact_messages(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(TESTDATA / name, env=NO_ENV)
+    assert caught.value.problems == INVALID[name]
+    assert "t0ken-value" not in str(caught.value)
+
+
+def test_minimal_config_gets_defaults() -> None:
+    loaded = parse_config(
+        "targets: [{project: p, functions: [f, {id: g}]}]", "x.yml", {"MUDBASE_TOKEN": "tok1"}
+    )
+    config = loaded.config
+    assert config.mudbase.url == "https://cloud.mudbase.dev"
+    assert config.interval == 60
+    assert config.mudbase.timeout == 10
+    assert config.keep_values_for == 180
+    assert config.function_keys() == [("p", "f"), ("p", "g")]
+    assert loaded.token.get_secret_value() == "tok1"
+    assert loaded.token_source == "env"
+
+
+def test_token_file_is_read_and_trimmed(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  file-token-123\n")
+    loaded = parse_config(
+        f"mudbase: {{token_file: {token_file}}}\ntargets: [{{project: p, functions: [f]}}]",
+        "x.yml",
+        {"MUDBASE_TOKEN": "env-token-should-lose"},
+    )
+    assert loaded.token.get_secret_value() == "file-token-123"
+    assert loaded.token_source == "token_file"
+
+
+def test_empty_token_file_is_an_error(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            f"mudbase: {{token_file: {token_file}}}\ntargets: [{{project: p, functions: [f]}}]",
+            "x.yml",
+            NO_ENV,
+        )
+    assert caught.value.problems == [f"mudbase.token_file: the file {str(token_file)!r} is empty"]
+
+
+def test_inline_token_wins_and_never_shows_in_repr() -> None:
+    loaded = parse_config(
+        "mudbase: {token: inline-secret-987, url: 'http://127.0.0.1:1/'}\n"
+        "interval: 1h30m\nstale_after: 2h\ntargets: [{project: p, functions: [f]}]",
+        "x.yml",
+        {"MUDBASE_TOKEN": "env-token"},
+    )
+    assert loaded.token.get_secret_value() == "inline-secret-987"
+    assert loaded.config.mudbase.url == "http://127.0.0.1:1"
+    assert loaded.config.interval == 5400
+    assert loaded.config.keep_values_for == 7200
+    for text in (repr(loaded), str(loaded), repr(loaded.config), loaded.config.model_dump_json()):
+        assert "inline-secret-987" not in text
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yml", env=NO_ENV)
+    assert caught.value.problems == ["cannot read file: No such file or directory"]
+    assert "absent.yml" in str(caught.value)

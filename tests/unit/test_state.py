@@ -1,0 +1,59 @@
+from exporter.state import StateStore, TargetKey
+from exporter.upstream import FunctionStats
+
+A = TargetKey("p", "a")
+B = TargetKey("p", "b")
+STATS = FunctionStats(total_executions=1)
+
+
+def test_ready_needs_targets_and_every_one_polled() -> None:
+    state = StateStore()
+    assert not state.ready()
+    state.set_targets([A, B])
+    state.record_success(A, STATS, 1.0)
+    assert not state.ready()
+    state.record_failure(B, "timeout", 2.0, keep_values_for=10, drop_values=False)
+    assert state.ready()
+
+
+def test_every_write_moves_the_generation() -> None:
+    state = StateStore()
+    seen = [state.generation]
+    state.set_targets([A])
+    seen.append(state.generation)
+    state.record_success(A, STATS, 1.0)
+    seen.append(state.generation)
+    state.record_failure(A, "auth", 2.0, keep_values_for=10, drop_values=False)
+    seen.append(state.generation)
+    state.touch()
+    seen.append(state.generation)
+    assert seen == sorted(set(seen))
+
+
+def test_reconfiguring_keeps_state_of_unchanged_targets() -> None:
+    state = StateStore()
+    state.set_targets([A, B])
+    state.record_success(A, STATS, 1.0)
+    state.set_targets([A])
+    assert state.snapshot()[A].stats == STATS
+    assert B not in state.snapshot()
+
+
+def test_results_for_removed_targets_are_ignored() -> None:
+    state = StateStore()
+    state.set_targets([A])
+    state.record_success(B, STATS, 1.0)
+    assert state.record_failure(B, "auth", 1.0, keep_values_for=1, drop_values=False) is None
+    assert list(state.snapshot()) == [A]
+
+
+def test_failures_count_up_and_success_resets() -> None:
+    state = StateStore()
+    state.set_targets([A])
+    for now in (1.0, 2.0, 3.0):
+        state.record_failure(A, "timeout", now, keep_values_for=10, drop_values=False)
+    assert state.snapshot()[A].consecutive_failures == 3
+    assert state.snapshot()[A].last_error_reason == "timeout"
+    state.record_success(A, STATS, 4.0)
+    assert state.snapshot()[A].consecutive_failures == 0
+    assert state.snapshot()[A].up is True
