@@ -43,9 +43,13 @@ def test_secrets_are_redacted_everywhere(fmt: str, capsys: pytest.CaptureFixture
     log.debug(f"message with {SECRET}", header=f"Bearer {SECRET}", nested={"t": SECRET})
     logging.getLogger("httpx").warning("third-party %s", SECRET)
     try:
-        raise RuntimeError(f"boom {SECRET}")
+        _fail()
     except RuntimeError:
         log.exception("failed")
     output = capsys.readouterr().err
     assert SECRET not in output
     assert output.count("<redacted>") >= 5
+
+
+def _fail() -> None:
+    raise RuntimeError(f"boom {SECRET}")
