@@ -18,7 +18,7 @@ from exporter.landing import render_landing_page
 from exporter.logs import REDACTOR, get_logger
 from exporter.poller import POLL_DEADLINE_SHARE, Poller
 from exporter.selfmetrics import ExporterMetrics
-from exporter.state import StateStore, TargetKey
+from exporter.state import StateStore
 from exporter.web import ExporterHTTPServer, start_http_server
 
 log = get_logger("exporter.app")
@@ -100,7 +100,7 @@ class Exporter:
                 concurrency=config.concurrency,
                 keep_values_for=config.keep_values_for,
             )
-            poller.apply(TargetKey(p, f) for p, f in config.function_keys())
+            poller.apply(config.function_settings())
             log.info(
                 "polling started",
                 functions=len(config.function_keys()),

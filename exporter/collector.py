@@ -32,12 +32,14 @@ class FunctionCollector(Collector):
         self._state = state
 
     def describe(self) -> Iterable[Metric]:
-        return [_family(spec) for spec in (*m.FUNCTION_VALUE_METRICS, *m.FUNCTION_HEALTH_METRICS)]
+        specs = (*m.FUNCTION_VALUE_METRICS, *m.FUNCTION_HEALTH_METRICS, *m.FUNCTION_CONFIG_METRICS)
+        return [_family(spec) for spec in specs]
 
     def collect(self) -> Iterator[Metric]:
         targets = list(self._state.snapshot().values())
         yield from self._value_families(targets)
         yield from self._health_families(targets)
+        yield from self._config_families(targets)
 
     @staticmethod
     def _value_families(targets: list[TargetState]) -> Iterator[GaugeMetricFamily]:
@@ -61,3 +63,15 @@ class FunctionCollector(Collector):
                 last_success.add_metric(labels, target.last_success)
         yield up
         yield last_success
+
+    @staticmethod
+    def _config_families(targets: list[TargetState]) -> Iterator[GaugeMetricFamily]:
+        objective = _family(m.FUNCTION_SLO_OBJECTIVE)
+        expected = _family(m.FUNCTION_EXPECTED_RUN_INTERVAL)
+        for target in targets:
+            labels = [target.key.project, target.key.function]
+            objective.add_metric(labels, target.settings.slo_objective)
+            if target.settings.expected_run_interval is not None:
+                expected.add_metric(labels, target.settings.expected_run_interval)
+        yield objective
+        yield expected

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from exporter.durations import parse_duration
+from exporter.targets import FunctionSettings, TargetKey
 
 TOKEN_ENV_VAR = "MUDBASE_TOKEN"  # noqa: S105 - the name of a variable
 DEFAULT_URL = "https://cloud.mudbase.dev"
@@ -58,6 +59,8 @@ def _resource_id(value: object) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
+# A success objective such as 0.99 (99% of executions succeed); strictly between 0 and 1.
+Objective = Annotated[float, Field(gt=0, lt=1)]
 ResourceId = Annotated[str, BeforeValidator(_resource_id)]
 
 
@@ -65,7 +68,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FunctionSpec(_Strict):
+class _Overrides(_Strict):
+    """Settings a target or a single function may override."""
+
+    slo_objective: Objective | None = None
+    expected_run_interval: Duration | None = None
+
+
+class FunctionSpec(_Overrides):
     """One function to poll. In YAML either a bare ID or a mapping with `id` (and options)."""
 
     id: ResourceId
@@ -82,7 +92,7 @@ def _function_entry(value: object) -> object:
 FunctionEntry = Annotated[FunctionSpec, BeforeValidator(_function_entry)]
 
 
-class TargetSpec(_Strict):
+class TargetSpec(_Overrides):
     """A project and the functions of it to poll."""
 
     project: ResourceId
@@ -121,6 +131,7 @@ class Config(_Strict):
     interval: Duration = 60.0
     concurrency: int = Field(default=8, ge=1, le=256)
     stale_after: Duration | None = None
+    slo_objective: Objective = 0.99
     targets: list[TargetSpec] = Field(min_length=1)
 
     @property
@@ -130,6 +141,24 @@ class Config(_Strict):
 
     def function_keys(self) -> list[tuple[str, str]]:
         return [(t.project, f.id) for t in self.targets for f in t.functions]
+
+    def function_settings(self) -> dict[TargetKey, FunctionSettings]:
+        """Every function with its settings: its own, else its target's, else the default."""
+        return {
+            TargetKey(target.project, function.id): FunctionSettings(
+                slo_objective=_first(
+                    function.slo_objective, target.slo_objective, self.slo_objective
+                ),
+                expected_run_interval=function.expected_run_interval
+                or target.expected_run_interval,
+            )
+            for target in self.targets
+            for function in target.functions
+        }
+
+
+def _first(*values: float | None) -> float:
+    return next(v for v in values if v is not None)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,21 @@ FUNCTION_LAST_SUCCESS = MetricSpec(
     FUNCTION_LABELS,
 )
 
+FUNCTION_SLO_OBJECTIVE = MetricSpec(
+    "mudbase_function_slo_objective",
+    "gauge",
+    "Success objective of the function from the exporter's config (0.99: 99% of executions "
+    "succeed). Used by the SLO burn-rate alerts.",
+    FUNCTION_LABELS,
+)
+FUNCTION_EXPECTED_RUN_INTERVAL = MetricSpec(
+    "mudbase_function_expected_run_interval_seconds",
+    "gauge",
+    "Longest expected time between two runs of the function, from the exporter's config; "
+    "only for functions that set expected_run_interval.",
+    FUNCTION_LABELS,
+)
+
 FUNCTION_VALUE_METRICS = (
     FUNCTION_EXECUTIONS,
     FUNCTION_FAILED_EXECUTIONS,
@@ -75,6 +90,7 @@ FUNCTION_VALUE_METRICS = (
     FUNCTION_LAST_RUN,
 )
 FUNCTION_HEALTH_METRICS = (FUNCTION_UP, FUNCTION_LAST_SUCCESS)
+FUNCTION_CONFIG_METRICS = (FUNCTION_SLO_OBJECTIVE, FUNCTION_EXPECTED_RUN_INTERVAL)
 
 # The exporter's own health.
 UPSTREAM_REQUESTS = MetricSpec(
@@ -132,6 +148,7 @@ BUILD_INFO = MetricSpec(
 ALL_METRICS = (
     *FUNCTION_VALUE_METRICS,
     *FUNCTION_HEALTH_METRICS,
+    *FUNCTION_CONFIG_METRICS,
     UPSTREAM_REQUESTS,
     POLL_ERRORS,
     POLL_DURATION,

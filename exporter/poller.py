@@ -7,12 +7,13 @@ i of n polls at phase i/n of every interval, so there is no thundering herd at e
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 
 from exporter.client import MudbaseClient, PollError, Reason
 from exporter.logs import get_logger
 from exporter.selfmetrics import ExporterMetrics
-from exporter.state import StateStore, TargetKey
+from exporter.state import StateStore
+from exporter.targets import FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 
 log = get_logger("exporter.poller")
@@ -42,10 +43,10 @@ class Poller:
         self._clock = clock
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
 
-    def apply(self, keys: Iterable[TargetKey]) -> None:
+    def apply(self, targets: Mapping[TargetKey, FunctionSettings]) -> None:
         """Poll exactly these functions: start the new ones, stop the removed ones."""
-        wanted = sorted(set(keys))
-        self._state.set_targets(wanted)
+        wanted = sorted(targets)
+        self._state.set_targets(targets)
         for key in set(self._tasks) - set(wanted):
             self._tasks.pop(key).cancel()
         loop = asyncio.get_running_loop()

@@ -9,16 +9,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from exporter.targets import FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 
-
-@dataclass(frozen=True, order=True)
-class TargetKey:
-    project: str
-    function: str
-
-    def __str__(self) -> str:
-        return f"{self.project}/{self.function}"
+__all__ = ["FunctionSettings", "StateStore", "TargetKey", "TargetState"]
+DEFAULT_SETTINGS = FunctionSettings(slo_objective=0.99)
 
 
 @dataclass(frozen=True)
@@ -26,6 +21,7 @@ class TargetState:
     """One function: its last known stats and the health of its polling."""
 
     key: TargetKey
+    settings: FunctionSettings = DEFAULT_SETTINGS
     stats: FunctionStats | None = None
     up: bool | None = None  # None: not polled yet
     last_success: float | None = None
@@ -48,12 +44,17 @@ class StateStore:
     def generation(self) -> int:
         return self._generation
 
-    def set_targets(self, keys: Iterable[TargetKey]) -> None:
+    def set_targets(
+        self, targets: Iterable[TargetKey] | Mapping[TargetKey, FunctionSettings]
+    ) -> None:
         """Track exactly these targets: new ones start empty, known ones keep their state."""
-        wanted = set(keys)
+        wanted = (
+            targets if isinstance(targets, Mapping) else dict.fromkeys(targets, DEFAULT_SETTINGS)
+        )
         with self._lock:
             self._targets = {
-                key: self._targets.get(key) or TargetState(key) for key in sorted(wanted)
+                key: replace(self._targets.get(key) or TargetState(key), settings=wanted[key])
+                for key in sorted(wanted)
             }
             self._generation += 1
 

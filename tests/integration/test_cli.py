@@ -122,3 +122,9 @@ def _ready(url: str) -> bool:
     except OSError:
         time.sleep(0.2)
         return False
+
+
+def test_compose_exporter_config_is_valid() -> None:
+    result = run_cli("--config.check", "--config.file", str(ROOT / "deploy/compose/exporter.yml"))
+    assert result.returncode == 0, result.stderr
+    assert "5 function(s) in 2 project(s)" in result.stdout

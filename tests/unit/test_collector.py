@@ -6,7 +6,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.collector import FunctionCollector
-from exporter.state import StateStore, TargetKey
+from exporter.state import StateStore
+from exporter.targets import FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 
 GOLDEN = Path(__file__).resolve().parent.parent / "testdata" / "golden" / "functions.txt"
@@ -29,7 +30,10 @@ QUOTED = TargetKey('we"ird', "fn")
 
 def build_state() -> StateStore:
     state = StateStore()
-    state.set_targets([HEALTHY, SPARSE, FAILING, EXPIRED, DELETED, PENDING, QUOTED])
+    default = FunctionSettings(slo_objective=0.99)
+    settings = dict.fromkeys([HEALTHY, SPARSE, FAILING, EXPIRED, DELETED, PENDING, QUOTED], default)
+    settings[SPARSE] = FunctionSettings(slo_objective=0.999, expected_run_interval=3600)
+    state.set_targets(settings)
     for key in (HEALTHY, FAILING, EXPIRED, DELETED, QUOTED):
         state.record_success(key, FULL, now=1000.0)
     state.record_success(SPARSE, FunctionStats(total_executions=7), now=1000.0)
@@ -67,4 +71,5 @@ def test_failing_target_keeps_values_then_loses_them_but_keeps_up() -> None:
     assert 'mudbase_function_executions{function="expired",project="ops"}' not in text
     assert 'mudbase_function_up{function="expired",project="ops"} 0.0' in text
     assert 'mudbase_function_executions{function="deleted",project="ops"}' not in text
-    assert 'function="pending"' not in text
+    assert 'mudbase_function_up{function="pending"' not in text
+    assert 'mudbase_function_slo_objective{function="pending",project="ops"} 0.99' in text

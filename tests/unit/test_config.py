@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import ConfigError, load_config, parse_config
+from exporter.targets import FunctionSettings, TargetKey
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata" / "config"
 NO_ENV: dict[str, str] = {}
@@ -131,3 +132,33 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yml", env=NO_ENV)
     assert caught.value.problems == ["cannot read file: No such file or directory"]
     assert "absent.yml" in str(caught.value)
+
+
+def test_objective_and_expected_run_interval_resolve_function_then_target_then_default() -> None:
+    loaded = parse_config(
+        "slo_objective: 0.95\n"
+        "targets:\n"
+        "  - project: p\n"
+        "    slo_objective: 0.99\n"
+        "    expected_run_interval: 1h\n"
+        "    functions: [a, {id: b, slo_objective: 0.999, expected_run_interval: 10m}]\n"
+        "  - project: q\n"
+        "    functions: [c]\n",
+        "x.yml",
+        {"MUDBASE_TOKEN": "tok1"},
+    )
+    settings = loaded.config.function_settings()
+    assert settings[TargetKey("p", "a")] == FunctionSettings(0.99, 3600)
+    assert settings[TargetKey("p", "b")] == FunctionSettings(0.999, 600)
+    assert settings[TargetKey("q", "c")] == FunctionSettings(0.95, None)
+
+
+@pytest.mark.parametrize("value", ["1", "0", "1.5", "'high'"])
+def test_objective_must_be_strictly_between_zero_and_one(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            f"targets: [{{project: p, functions: [{{id: f, slo_objective: {value}}}]}}]",
+            "x.yml",
+            {"MUDBASE_TOKEN": "tok1"},
+        )
+    assert caught.value.problems[0].startswith("targets[0].functions[0].slo_objective: ")

@@ -1,0 +1,368 @@
+"""Builds grafana/dashboards/mudbase-exporter.json, the importable Grafana dashboard.
+
+Run `python grafana/build_dashboard.py` after changing a panel; the test suite checks that the
+committed JSON is what this script produces (`--check`). Plain dictionaries in Grafana's JSON
+model (schema 39, Grafana 10/11): no hard-coded datasource UID, `$project`/`$function`
+variables, a unit and a description on every panel, `$__rate_interval` in every rate().
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUTPUT = Path(__file__).resolve().parent / "dashboards" / "mudbase-exporter.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+BURN_UNIT = "suffix:\N{MULTIPLICATION SIGN}"  # a burn rate reads 14.4 with a times sign
+SEL = 'project=~"$project", function=~"$function"'
+Panel = dict[str, Any]
+
+_layout = {"y": 0}
+
+
+def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
+    return {
+        "datasource": DATASOURCE,
+        "expr": expr,
+        "legendFormat": legend,
+        "refId": ref,
+        "range": True,
+    }
+
+
+def panel(
+    kind: str,
+    title: str,
+    description: str,
+    unit: str,
+    exprs: list[tuple[str, str]],
+    *,
+    width: int,
+    height: int = 8,
+    **options: Any,
+) -> Panel:
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": {"unit": unit, **options.pop("defaults", {})}, "overrides": []},
+        "options": options.pop("options", {}),
+        "targets": [_target(e, legend, chr(ord("A") + i)) for i, (e, legend) in enumerate(exprs)],
+        "gridPos": {"w": width, "h": height},
+        **options,
+    }
+
+
+def row(title: str, panels: list[Panel]) -> list[Panel]:
+    """A row header followed by its panels, laid out left to right, wrapping at 24 columns."""
+    placed: list[Panel] = [
+        {
+            "type": "row",
+            "title": title,
+            "collapsed": False,
+            "panels": [],
+            "gridPos": {"x": 0, "y": _layout["y"], "w": 24, "h": 1},
+        }
+    ]
+    _layout["y"] += 1
+    x = 0
+    for item in panels:
+        width, height = item["gridPos"]["w"], item["gridPos"]["h"]
+        if x + width > 24:
+            x, _layout["y"] = 0, _layout["y"] + height
+        item["gridPos"] = {"x": x, "y": _layout["y"], "w": width, "h": height}
+        x += width
+        placed.append(item)
+    _layout["y"] += max(p["gridPos"]["h"] for p in panels)
+    return placed
+
+
+def stat(title: str, description: str, unit: str, expr: str, **options: Any) -> Panel:
+    return panel(
+        "stat",
+        title,
+        description,
+        unit,
+        [(expr, "")],
+        width=4,
+        height=5,
+        options={"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"},
+        **options,
+    )
+
+
+def series(
+    title: str,
+    description: str,
+    unit: str,
+    exprs: list[tuple[str, str]],
+    width: int = 12,
+    **options: Any,
+) -> Panel:
+    return panel("timeseries", title, description, unit, exprs, width=width, **options)
+
+
+def overview() -> list[Panel]:
+    return row(
+        "Overview",
+        [
+            stat(
+                "Functions up",
+                "Share of the selected functions whose latest poll succeeded.",
+                "percentunit",
+                f"sum(mudbase_function_up{{{SEL}}}) / count(mudbase_function_up{{{SEL}}})",
+            ),
+            stat(
+                "Lowest success ratio (30m)",
+                "Success ratio over the last 30 minutes of the worst selected function.",
+                "percentunit",
+                f"min(1 - mudbase_function:failure_ratio:30m{{{SEL}}})",
+            ),
+            stat(
+                "Executions per minute",
+                "Executions of all selected functions, per minute (5-minute average).",
+                "opm",
+                f"sum(mudbase_function:executions:increase5m{{{SEL}}}) / 5",
+            ),
+            stat(
+                "Failures (1h)",
+                "Failed executions of all selected functions in the last hour.",
+                "short",
+                f"sum(mudbase_function:failed_executions:increase1h{{{SEL}}})",
+            ),
+            stat(
+                "Average execution time",
+                "Mean of the functions' average execution times.",
+                "s",
+                f"avg(mudbase_function_avg_execution_time_seconds{{{SEL}}})",
+            ),
+            stat(
+                "Data age",
+                "Time since the oldest successful poll among the selected functions: "
+                "how fresh the data is.",
+                "s",
+                f"max(time() - mudbase_function_last_success_timestamp_seconds{{{SEL}}})",
+            ),
+        ],
+    )
+
+
+def per_function() -> list[Panel]:
+    legend = "{{project}}/{{function}}"
+    return row(
+        "Per function",
+        [
+            series(
+                "Success ratio",
+                "Success ratio over the last 5 minutes (solid) and since the "
+                "function exists, as Mudbase reports it.",
+                "percentunit",
+                [
+                    (f"1 - mudbase_function:failure_ratio:5m{{{SEL}}}", f"{legend} 5m"),
+                    (f"mudbase_function_success_ratio{{{SEL}}}", f"{legend} all time"),
+                ],
+                defaults={"min": 0, "max": 1},
+            ),
+            series(
+                "Executions per minute",
+                "Executions per minute, 5-minute average.",
+                "opm",
+                [(f"mudbase_function:executions:increase5m{{{SEL}}} / 5", legend)],
+            ),
+            series(
+                "Failures per minute",
+                "Failed executions per minute, 5-minute average.",
+                "opm",
+                [(f"mudbase_function:failed_executions:increase5m{{{SEL}}} / 5", legend)],
+            ),
+            series(
+                "Average execution time",
+                "Average execution time as reported by Mudbase.",
+                "s",
+                [(f"mudbase_function_avg_execution_time_seconds{{{SEL}}}", legend)],
+            ),
+            series(
+                "Time since last run",
+                "Time since each function last ran; compare with its "
+                "expected_run_interval (dashed) where configured.",
+                "s",
+                [
+                    (f"time() - mudbase_function_last_run_timestamp_seconds{{{SEL}}}", legend),
+                    (
+                        f"mudbase_function_expected_run_interval_seconds{{{SEL}}}",
+                        f"{legend} expected",
+                    ),
+                ],
+            ),
+            series(
+                "Poll health",
+                "1 when the exporter's latest poll of the function succeeded.",
+                "bool_on_off",
+                [(f"mudbase_function_up{{{SEL}}}", legend)],
+            ),
+        ],
+    )
+
+
+def slo() -> list[Panel]:
+    legend = "{{project}}/{{function}}"
+    budget = f"(1 - mudbase_function_slo_objective{{{SEL}}})"
+    return row(
+        "SLO and error budget",
+        [
+            series(
+                "Burn rate (1h)",
+                "How fast each function spends its error budget: failure "
+                "ratio over 1h divided by the budget (1 - objective). 14.4 pages.",
+                BURN_UNIT,
+                [(f"mudbase_function:failure_ratio:1h{{{SEL}}} / {budget}", legend)],
+                width=8,
+            ),
+            series(
+                "Burn rate (6h)",
+                "Failure ratio over 6h divided by the error budget. 6 pages.",
+                BURN_UNIT,
+                [(f"mudbase_function:failure_ratio:6h{{{SEL}}} / {budget}", legend)],
+                width=8,
+            ),
+            series(
+                "Error budget left (3d)",
+                "Share of the error budget not spent over the last 3 days (negative: overspent).",
+                "percentunit",
+                [(f"1 - mudbase_function:failure_ratio:3d{{{SEL}}} / {budget}", legend)],
+                width=8,
+            ),
+        ],
+    )
+
+
+def exporter_health() -> list[Panel]:
+    return row(
+        "Exporter health",
+        [
+            series(
+                "Poll errors by reason",
+                "Failed polls per second by reason (auth, timeout, server_error...).",
+                "ops",
+                [
+                    (
+                        "sum by (reason) (rate(mudbase_exporter_poll_errors_total"
+                        "[$__rate_interval]))",
+                        "{{reason}}",
+                    )
+                ],
+                width=8,
+            ),
+            series(
+                "Upstream requests by status",
+                "Requests to Mudbase per second by HTTP status.",
+                "reqps",
+                [
+                    (
+                        "sum by (code) (rate(mudbase_exporter_upstream_requests_total"
+                        "[$__rate_interval]))",
+                        "{{code}}",
+                    )
+                ],
+                width=8,
+            ),
+            series(
+                "Poll duration",
+                "Time one poll takes, retries included.",
+                "s",
+                [
+                    (
+                        f"histogram_quantile({q}, sum by (le) (rate("
+                        "mudbase_exporter_poll_duration_seconds_bucket[$__rate_interval])))",
+                        f"p{p}",
+                    )
+                    for q, p in ((0.5, 50), (0.95, 95), (0.99, 99))
+                ],
+                width=8,
+            ),
+            series(
+                "Request budget",
+                "Requests sent to Mudbase in the last 15 minutes; Mudbase "
+                "allows 2000 per client IP by default.",
+                "short",
+                [("sum by (instance) (mudbase_exporter_requests_per_15m)", "{{instance}}")],
+                width=12,
+            ),
+            series(
+                "Configured functions",
+                "Functions each exporter polls.",
+                "short",
+                [("sum by (instance) (mudbase_exporter_targets)", "{{instance}}")],
+                width=12,
+            ),
+        ],
+    )
+
+
+def variable(name: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": name.capitalize(),
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": f"{name}-query"},
+        "definition": query,
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "sort": 1,
+        "current": {"text": "All", "value": "$__all"},
+    }
+
+
+def dashboard() -> dict[str, Any]:
+    _layout["y"] = 0
+    return {
+        "title": "Mudbase functions",
+        "uid": "mudbase-functions",
+        "description": "Mudbase serverless functions, from mudbase-exporter.",
+        "tags": ["mudbase", "serverless"],
+        "editable": True,
+        "schemaVersion": 39,
+        "time": {"from": "now-6h", "to": "now"},
+        "refresh": "1m",
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                },
+                variable("project", "label_values(mudbase_function_up, project)"),
+                variable(
+                    "function", 'label_values(mudbase_function_up{project=~"$project"}, function)'
+                ),
+            ]
+        },
+        "panels": [*overview(), *per_function(), *slo(), *exporter_health()],
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if OUTPUT.read_text(encoding="utf-8") != text:
+            print(
+                f"{OUTPUT} is out of date: run python grafana/build_dashboard.py", file=sys.stderr
+            )
+            return 1
+        return 0
+    OUTPUT.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

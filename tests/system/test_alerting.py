@@ -1,0 +1,105 @@
+"""The shipped rules, in the real Prometheus, page through the real Alertmanager."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import wait_for
+from tests.system.conftest import Stack
+from tests.system.stack import PROMETHEUS_DIR, fast_rules
+
+
+def test_fast_rules_change_only_durations() -> None:
+    shipped = yaml.safe_load((PROMETHEUS_DIR / "mudbase-rules.yml").read_text())
+    fast = fast_rules(shipped)
+    durations = re.compile(r"\d+[smhd]")
+    for original, derived in zip(
+        shipped["groups"][0]["rules"], fast["groups"][0]["rules"], strict=True
+    ):
+        assert durations.sub("D", original["expr"]) == durations.sub("D", derived["expr"])
+        for key in ("alert", "record", "labels", "annotations"):
+            assert original.get(key) == derived.get(key)
+    first_alert = next(r for r in fast["groups"][0]["rules"] if r.get("alert"))
+    assert first_alert["alert"] == "MudbaseFunctionSuccessRateLow"
+    assert "[30s]" not in first_alert["expr"]  # uses recorded windows, not raw ranges
+    assert first_alert["for"] == "10s"
+    record = fast["groups"][0]["rules"][3]
+    assert record["record"] == "mudbase_function:executions:increase30m"
+    assert "[30s]" in record["expr"]
+
+
+def test_success_rate_drop_pages_and_resolves(stack: Stack) -> None:
+    prometheus, receiver = stack.prometheus, stack.receiver
+    wait_for(
+        lambda: bool(
+            prometheus.vector('mudbase_function:executions:increase30m{function="flaky"} > 0')
+        ),
+        30,
+        "Prometheus to record the flaky function's executions",
+    )
+    assert not receiver.alerts("/mudbase-pages", "MudbaseFunctionSuccessRateLow", "firing")
+
+    stack.simulator.put_function("sys", "flaky", failure_ratio=0.5)
+    wait_for(
+        lambda: bool(receiver.alerts("/mudbase-pages", "MudbaseFunctionSuccessRateLow", "firing")),
+        60,
+        "the page to reach the webhook",
+    )
+    (alert,) = receiver.alerts("/mudbase-pages", "MudbaseFunctionSuccessRateLow", "firing")[:1]
+    assert alert["labels"]["project"] == "sys"
+    assert alert["labels"]["function"] == "flaky"
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["job"] == "mudbase"
+    assert alert["annotations"]["summary"] == "Mudbase function sys/flaky is failing"
+    match = re.match(
+        r"Only (\d+(?:\.\d+)?)% of the executions of function flaky in project sys",
+        alert["annotations"]["description"],
+    )
+    assert match, alert["annotations"]["description"]
+    assert float(match.group(1)) < 90
+    assert alert["annotations"]["runbook_url"].endswith("#mudbasefunctionsuccessratelow")
+    # the steady function never paged
+    assert all(
+        a["labels"]["function"] == "flaky"
+        for a in receiver.alerts("/mudbase-pages", "MudbaseFunctionSuccessRateLow", "firing")
+    )
+
+    stack.simulator.put_function("sys", "flaky", failure_ratio=0.0)
+    wait_for(
+        lambda: bool(
+            receiver.alerts("/mudbase-pages", "MudbaseFunctionSuccessRateLow", "resolved")
+        ),
+        90,
+        "the page to resolve",
+    )
+
+
+def test_broken_function_reaches_the_ticket_receiver(stack: Stack) -> None:
+    receiver = stack.receiver
+    wait_for(
+        lambda: bool(receiver.alerts("/mudbase-tickets", "MudbaseFunctionPollFailing", "firing")),
+        60,
+        "the poll-failing ticket",
+    )
+    alert = receiver.alerts("/mudbase-tickets", "MudbaseFunctionPollFailing", "firing")[0]
+    assert alert["labels"]["function"] == "broken"
+    assert alert["labels"]["severity"] == "warning"
+
+
+def test_compose_stack_uses_the_tested_files() -> None:
+    root = PROMETHEUS_DIR.parent
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    mounted = [
+        v.split(":")[0]
+        for service in compose["services"].values()
+        for v in service.get("volumes", [])
+    ]
+    for path in mounted:
+        assert (root / Path(path)).exists(), path
+    assert "./prometheus/prometheus.yml" in mounted
+    assert "./prometheus/alertmanager.example.yml" in mounted
+    assert "./prometheus/mudbase-rules.yml" in mounted
+    prometheus = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    assert prometheus["rule_files"] == ["mudbase-rules.yml"]
+    assert prometheus["scrape_configs"][0]["job_name"] == "mudbase"
