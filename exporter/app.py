@@ -1,8 +1,10 @@
 """Wires config -> client -> poller -> state -> collector -> HTTP, and owns the lifecycle."""
 
 import asyncio
+import contextlib
 import signal
 import time
+from dataclasses import dataclass
 
 import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -11,7 +13,7 @@ from exporter import __version__
 from exporter.auth import FileToken, StaticToken, TokenSource
 from exporter.client import MudbaseClient, RetryPolicy
 from exporter.collector import FunctionCollector
-from exporter.config import LoadedConfig
+from exporter.config import ConfigError, LoadedConfig, load_config
 from exporter.durations import format_duration
 from exporter.exposition import CachedExposition
 from exporter.landing import render_landing_page
@@ -43,28 +45,63 @@ def retry_policy(loaded: LoadedConfig) -> RetryPolicy:
     )
 
 
-class Exporter:
-    """One running exporter: its state, its HTTP server and its pollers."""
+@dataclass
+class _Runtime:
+    """What one loaded configuration runs: its HTTP client and its poller."""
 
-    def __init__(self, loaded: LoadedConfig, listen: tuple[str, int]) -> None:
+    loaded: LoadedConfig
+    http: httpx.AsyncClient
+    poller: Poller
+
+    def same_connection(self, other: LoadedConfig) -> bool:
+        """True if `other` differs from this runtime's config in its targets only."""
+        mine, theirs = self.loaded.config, other.config
+        return (
+            mine.mudbase == theirs.mudbase
+            and mine.interval == theirs.interval
+            and mine.concurrency == theirs.concurrency
+            and mine.keep_values_for == theirs.keep_values_for
+            and self.loaded.token == other.token
+        )
+
+    async def close(self) -> None:
+        await self.poller.stop()
+        await self.http.aclose()
+
+
+class ReloadError(Exception):
+    """A reload was refused; the running configuration is unchanged."""
+
+
+class Exporter:
+    """One running exporter: its state, its HTTP server, and the runtime of its config."""
+
+    def __init__(
+        self, loaded: LoadedConfig, listen: tuple[str, int], config_path: str | None = None
+    ) -> None:
         REDACTOR.add(loaded.token.get_secret_value())
         self.loaded = loaded
+        self.config_path = config_path
         self.state = StateStore()
         self.registry = CollectorRegistry()
         self.metrics = ExporterMetrics(self.registry)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(FunctionCollector(self.state))
-        self.metrics.config_last_reload_successful.set(1)
-        self.metrics.config_last_reload_success_time.set(time.time())
-        interval = format_duration(loaded.config.interval)
+        self._mark_loaded()
         self.server = ExporterHTTPServer(
             listen,
             CachedExposition(self.registry, lambda: self.state.generation),
-            lambda: render_landing_page(self.state.snapshot(), interval),
+            lambda: render_landing_page(
+                self.state.snapshot(), format_duration(self.loaded.config.interval)
+            ),
             self.state.ready,
+            self.reload_from_thread,
         )
         self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._runtime: _Runtime | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def port(self) -> int:
@@ -74,47 +111,107 @@ class Exporter:
         self._stop.set()
 
     async def run(self) -> None:
-        config = self.loaded.config
+        self._loop = asyncio.get_running_loop()
         start_http_server(self.server)
+        self._runtime = self._start(self.loaded)
+        await self._stop.wait()
+        log.info("shutting down")
+        await self._runtime.close()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _start(self, loaded: LoadedConfig) -> _Runtime:
+        config = loaded.config
         limits = httpx.Limits(
             max_connections=config.concurrency, max_keepalive_connections=config.concurrency
         )
-        async with httpx.AsyncClient(
+        http = httpx.AsyncClient(
             limits=limits,
             headers={"User-Agent": f"mudbase-exporter/{__version__}"},
             follow_redirects=False,
-        ) as http:
-            client = MudbaseClient(
-                config.mudbase.url,
-                token_source(self.loaded),
-                http,
-                retry=retry_policy(self.loaded),
-                timeout=min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE),
-                on_request=self.metrics.observe_request,
-            )
-            poller = Poller(
-                client,
-                self.state,
-                self.metrics,
-                interval=config.interval,
-                concurrency=config.concurrency,
-                keep_values_for=config.keep_values_for,
-            )
-            poller.apply(config.function_settings())
-            log.info(
-                "polling started",
-                functions=len(config.function_keys()),
-                interval=format_duration(config.interval),
-                url=config.mudbase.url,
-            )
-            await self._stop.wait()
-            log.info("shutting down")
-            await poller.stop()
-        self.server.shutdown()
-        self.server.server_close()
+        )
+        client = MudbaseClient(
+            config.mudbase.url,
+            token_source(loaded),
+            http,
+            retry=retry_policy(loaded),
+            timeout=min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE),
+            on_request=self.metrics.observe_request,
+        )
+        poller = Poller(
+            client,
+            self.state,
+            self.metrics,
+            interval=config.interval,
+            concurrency=config.concurrency,
+            keep_values_for=config.keep_values_for,
+        )
+        poller.apply(config.function_settings())
+        log.info(
+            "polling started",
+            functions=len(config.function_keys()),
+            interval=format_duration(config.interval),
+            url=config.mudbase.url,
+        )
+        return _Runtime(loaded, http, poller)
+
+    async def reload(self) -> None:
+        """Load the config file again; on any error keep the running one and raise ReloadError.
+
+        Only the targets changed: added ones start polling, removed ones stop (and leave
+        /metrics), the others go on untouched. Anything else changed: the client and poller are
+        rebuilt, and the state of unchanged targets is kept, so their series have no gap.
+        """
+        async with self._reload_lock:
+            if self.config_path is None:
+                raise ReloadError("no configuration file to reload (demo mode)")
+            try:
+                loaded = load_config(self.config_path)
+            except ConfigError as err:
+                self.metrics.config_last_reload_successful.set(0)
+                self.state.touch()
+                log.error(  # noqa: TRY400 - the message names every problem; no traceback
+                    "configuration reload failed; keeping the running configuration", error=str(err)
+                )
+                raise ReloadError(str(err)) from None
+            REDACTOR.add(loaded.token.get_secret_value())
+            runtime = self._runtime
+            if runtime is not None and runtime.same_connection(loaded):
+                runtime.poller.apply(loaded.config.function_settings())
+                runtime.loaded = loaded
+            else:
+                if runtime is not None:
+                    await runtime.close()
+                self._runtime = self._start(loaded)
+            self.loaded = loaded
+            self._mark_loaded()
+            log.info("configuration reloaded", functions=len(loaded.config.function_keys()))
+
+    def reload_from_thread(self) -> str | None:
+        """For the HTTP thread: run a reload on the event loop; the error text, or None."""
+        if self._loop is None:
+            return "not running yet"
+        future = asyncio.run_coroutine_threadsafe(self.reload(), self._loop)
+        try:
+            future.result(timeout=30)
+        except ReloadError as err:
+            return str(err)
+        return None
+
+    def _mark_loaded(self) -> None:
+        self.metrics.config_last_reload_successful.set(1)
+        self.metrics.config_last_reload_success_time.set(time.time())
+        self.state.touch()
 
 
 def install_signal_handlers(exporter: Exporter) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, exporter.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload_quietly(exporter)))
+
+
+async def _reload_quietly(exporter: Exporter) -> None:
+    """SIGHUP: reload; a failure is already logged and counted, the exporter goes on."""
+    with contextlib.suppress(ReloadError):
+        await exporter.reload()

@@ -81,12 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(config_summary(loaded))
         return 0
-    return asyncio.run(serve(loaded, listen))
+    return asyncio.run(serve(loaded, listen, args.config_file))
 
 
-async def serve(loaded: LoadedConfig, listen: tuple[str, int]) -> int:
+async def serve(loaded: LoadedConfig, listen: tuple[str, int], config_path: str) -> int:
     try:
-        exporter = Exporter(loaded, listen)
+        exporter = Exporter(loaded, listen, config_path)
     except OSError as err:
         log.exception("cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror)
         return 1

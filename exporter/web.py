@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from exporter.exposition import CONTENT_TYPE, CachedExposition
 
 log = logging.getLogger("exporter.web")
+_TEXT = "text/plain; charset=utf-8"
 
 
 class ExporterHTTPServer(ThreadingHTTPServer):
@@ -26,10 +27,12 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         exposition: CachedExposition,
         landing_page: Callable[[], bytes],
         ready: Callable[[], bool],
+        reload: Callable[[], str | None],
     ) -> None:
         self.exposition = exposition
         self.landing_page = landing_page
         self.ready = ready
+        self.reload = reload
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -47,6 +50,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch(send_body=False)
 
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/-/reload":
+            self._method_not_allowed()
+            return
+        error = self.server.reload()
+        if error is None:
+            self._send(HTTPStatus.OK, b"Reloaded\n", _TEXT, send_body=True)
+        else:
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"{error}\n".encode(), _TEXT, True)
+
+    def _method_not_allowed(self) -> None:
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "POST" if self.path.startswith("/-/reload") else "GET, HEAD")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_PUT = do_DELETE = do_PATCH = _method_not_allowed
+
     def _dispatch(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
@@ -57,6 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif path == "/-/healthy":
             self._send(HTTPStatus.OK, b"Healthy\n", "text/plain; charset=utf-8", send_body)
+        elif path == "/-/reload":
+            self._method_not_allowed()
         elif path == "/-/ready":
             ready = self.server.ready()
             status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
