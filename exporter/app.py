@@ -22,6 +22,7 @@ from exporter.poller import POLL_DEADLINE_SHARE, Poller
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore
 from exporter.web import ExporterHTTPServer, start_http_server
+from exporter.webconfig import BasicAuth, WebConfig, tls_context
 
 log = get_logger("exporter.app")
 
@@ -77,7 +78,11 @@ class Exporter:
     """One running exporter: its state, its HTTP server, and the runtime of its config."""
 
     def __init__(
-        self, loaded: LoadedConfig, listen: tuple[str, int], config_path: str | None = None
+        self,
+        loaded: LoadedConfig,
+        listen: tuple[str, int],
+        config_path: str | None = None,
+        web: WebConfig | None = None,
     ) -> None:
         REDACTOR.add(loaded.token.get_secret_value())
         self.loaded = loaded
@@ -92,11 +97,13 @@ class Exporter:
         self.server = ExporterHTTPServer(
             listen,
             CachedExposition(self.registry, lambda: self.state.generation),
-            lambda: render_landing_page(
+            landing_page=lambda: render_landing_page(
                 self.state.snapshot(), format_duration(self.loaded.config.interval)
             ),
-            self.state.ready,
-            self.reload_from_thread,
+            ready=self.state.ready,
+            reload=self.reload_from_thread,
+            tls=tls_context(web.tls_server_config) if web and web.tls_server_config else None,
+            auth=BasicAuth(web.basic_auth_users) if web else None,
         )
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()

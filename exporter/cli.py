@@ -12,6 +12,7 @@ from exporter.demo import run_demo
 from exporter.logs import LEVELS, configure_logging, get_logger
 from exporter.summary import config_summary
 from exporter.web import parse_listen_address
+from exporter.webconfig import WebConfig, load_web_config
 
 DEFAULT_PORT = 9717
 log = get_logger("exporter.cli")
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="listen_address",
         default=f":{DEFAULT_PORT}",
         help="address to serve /metrics on (default %(default)s)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="exporter-toolkit web configuration: TLS and basic auth for every endpoint",
     )
     parser.add_argument(
         "--log.level",
@@ -71,8 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"mudbase-exporter: --web.listen-address: {err}", file=sys.stderr)
         return 2
+    try:
+        web = load_web_config(args.web_config_file) if args.web_config_file else None
+    except ConfigError as err:
+        print(f"mudbase-exporter: --web.config.file: {err}", file=sys.stderr)
+        return 1
     if args.demo:
-        return asyncio.run(run_demo(listen))
+        return asyncio.run(run_demo(listen, web))
     try:
         loaded = load_config(args.config_file)
     except ConfigError as err:
@@ -81,20 +93,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(config_summary(loaded))
         return 0
-    return asyncio.run(serve(loaded, listen, args.config_file))
+    return asyncio.run(serve(loaded, listen, args.config_file, web))
 
 
-async def serve(loaded: LoadedConfig, listen: tuple[str, int], config_path: str) -> int:
+async def serve(
+    loaded: LoadedConfig, listen: tuple[str, int], config_path: str, web: WebConfig | None
+) -> int:
     try:
-        exporter = Exporter(loaded, listen, config_path)
+        exporter = Exporter(loaded, listen, config_path, web)
     except OSError as err:
-        log.exception("cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror)
+        log.error(  # noqa: TRY400 - the reason is the whole story, a traceback adds nothing
+            "cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror
+        )
         return 1
     install_signal_handlers(exporter)
     log.info(
         "serving",
         version=__version__,
-        address=f"http://{listen[0]}:{exporter.port}/metrics",
+        address=f"{'https' if web and web.tls_server_config else 'http'}://"
+        f"{listen[0]}:{exporter.port}/metrics",
         config=loaded.source,
     )
     await exporter.run()

@@ -7,6 +7,7 @@ from exporter.config import Config, LoadedConfig
 from exporter.logs import get_logger
 from exporter.simulator.cli import serve as serve_simulator
 from exporter.simulator.scenarios import DEMO_FUNCTIONS, DEMO_TOKEN, demo_simulator
+from exporter.webconfig import WebConfig
 
 log = get_logger("exporter.demo")
 DEMO_INTERVAL = 5.0
@@ -26,13 +27,15 @@ def demo_config(simulator_url: str) -> LoadedConfig:
     return LoadedConfig(config, SecretStr(DEMO_TOKEN), "token", "(built-in demo)")
 
 
-async def run_demo(listen: tuple[str, int]) -> int:
+async def run_demo(listen: tuple[str, int], web: WebConfig | None = None) -> int:
     runner, sim_port = await serve_simulator(demo_simulator(), "127.0.0.1", 0)
     simulator_url = f"http://127.0.0.1:{sim_port}"
     try:
-        exporter = Exporter(demo_config(simulator_url), listen)
+        exporter = Exporter(demo_config(simulator_url), listen, web=web)
     except OSError as err:
-        log.exception("cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror)
+        log.error(  # noqa: TRY400 - the reason is the whole story
+            "cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror
+        )
         await runner.cleanup()
         return 1
     install_signal_handlers(exporter)

@@ -6,14 +6,18 @@ Mudbase. It only serves what the state holds.
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from exporter.exposition import CONTENT_TYPE, CachedExposition
+from exporter.webconfig import BasicAuth
 
 log = logging.getLogger("exporter.web")
+TLS_HANDSHAKE_TIMEOUT = 10.0
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -25,17 +29,40 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         exposition: CachedExposition,
+        *,
         landing_page: Callable[[], bytes],
         ready: Callable[[], bool],
         reload: Callable[[], str | None],
+        tls: ssl.SSLContext | None = None,
+        auth: BasicAuth | None = None,
     ) -> None:
         self.exposition = exposition
         self.landing_page = landing_page
         self.ready = ready
         self.reload = reload
+        self.auth = auth or BasicAuth({})
+        self.tls = tls
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """In the request's own thread: the TLS handshake first, bounded in time."""
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(TLS_HANDSHAKE_TIMEOUT)
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError) as err:
+                log.debug(
+                    "TLS handshake failed", extra={"client": client_address[0], "error": str(err)}
+                )
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,12 +72,30 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "mudbase-exporter"
 
     def do_GET(self) -> None:
-        self._dispatch(send_body=True)
+        if self._authorised():
+            self._dispatch(send_body=True)
 
     def do_HEAD(self) -> None:
-        self._dispatch(send_body=False)
+        if self._authorised():
+            self._dispatch(send_body=False)
+
+    def _authorised(self) -> bool:
+        if not self.server.auth.enabled or self.server.auth.allows(
+            self.headers.get("Authorization")
+        ):
+            return True
+        body = b"Unauthorized\n"
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", 'Basic realm="mudbase-exporter"')
+        self.send_header("Content-Type", _TEXT)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return False
 
     def do_POST(self) -> None:
+        if not self._authorised():
+            return
         if self.path.split("?", 1)[0] != "/-/reload":
             self._method_not_allowed()
             return

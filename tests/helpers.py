@@ -1,10 +1,12 @@
 """Real processes for the integration tests: the simulator and the exporter, over sockets."""
 
+import base64
 import json
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,10 +30,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a test reaches a secured exporter: its CA, client certificate and basic auth."""
+
+    ca_file: str | None = None
+    client_cert: str | None = None
+    basic_auth: tuple[str, str] | None = None
+
+    def context(self) -> ssl.SSLContext | None:
+        if self.ca_file is None:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert:
+            context.load_cert_chain(self.client_cert)
+        return context
+
+    def headers(self) -> dict[str, str]:
+        if self.basic_auth is None:
+            return {}
+        token = base64.b64encode(":".join(self.basic_auth).encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+
+def http_get(
+    url: str, timeout: float = 5.0, options: ClientOptions | None = None
+) -> tuple[int, bytes]:
+    options = options or ClientOptions()
+    request = urllib.request.Request(url, headers=options.headers())
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(
+            request, timeout=timeout, context=options.context()
+        ) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as err:
         return int(err.code), bytes(err.read())
@@ -135,10 +165,13 @@ class ExporterProcess:
     process: subprocess.Popen[str]
     url: str
     log_path: Path
-    lines: list[str] = field(default_factory=list)
+    options: ClientOptions = field(default_factory=ClientOptions)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return http_get(f"{self.url}{path}", options=self.options)
 
     def metrics_text(self) -> str:
-        status, body = http_get(f"{self.url}/metrics")
+        status, body = self.get("/metrics")
         assert status == 200
         return body.decode()
 
@@ -201,7 +234,11 @@ def write_config(
 
 @contextmanager
 def run_exporter(
-    config: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+    options: ClientOptions | None = None,
 ) -> Iterator[ExporterProcess]:
     port = free_port()
     log_path = config.parent / f"exporter-{port}.log"
@@ -223,12 +260,14 @@ def run_exporter(
             cwd=ROOT,
             env={**os.environ, **(env or {})},
         )
-    exporter = ExporterProcess(process, f"http://127.0.0.1:{port}", log_path)
+    options = options or ClientOptions()
+    scheme = "https" if options.ca_file else "http"
+    exporter = ExporterProcess(process, f"{scheme}://127.0.0.1:{port}", log_path, options)
     try:
         wait_for(lambda: _answers(exporter), 10, "the exporter to listen")
         if wait_ready:
             wait_for(
-                lambda: http_get(f"{exporter.url}/-/ready")[0] == 200,
+                lambda: exporter.get("/-/ready")[0] == 200,
                 15,
                 "the exporter to be ready",
             )
@@ -243,6 +282,6 @@ def _answers(exporter: ExporterProcess) -> bool:
     if exporter.process.poll() is not None:
         raise AssertionError(f"exporter exited: {exporter.logs()}")
     try:
-        return http_get(f"{exporter.url}/-/healthy", timeout=1)[0] == 200
+        return http_get(f"{exporter.url}/-/healthy", 1, exporter.options)[0] == 200
     except OSError:
         return False

@@ -1,0 +1,160 @@
+"""`--web.config.file`: TLS and basic auth for the exporter's own endpoints.
+
+The file format is Prometheus exporter-toolkit's web configuration:
+
+    tls_server_config:
+      cert_file: server.crt
+      key_file: server.key
+      min_version: TLS12             # TLS10 | TLS11 | TLS12 | TLS13
+      client_ca_file: ca.crt         # with client_auth_type, for mutual TLS
+      client_auth_type: RequireAndVerifyClientCert
+    basic_auth_users:
+      prometheus: $2y$10$...         # bcrypt hashes (htpasswd -nBC 10 "" | tr -d ':\\n')
+
+Passwords are checked with bcrypt; an unknown user is checked against a dummy hash, so it takes
+as long as a wrong password. Successful checks are cached (by a SHA-256 of user, password and
+hash) so scrapes do not pay bcrypt's cost every time.
+"""
+
+import base64
+import hashlib
+import ssl
+import threading
+from pathlib import Path
+from typing import Literal
+
+import bcrypt
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+from exporter.config import ConfigError, key_path
+
+TLSVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
+ClientAuth = Literal[
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+]
+_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_DUMMY_HASH = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(rounds=10))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSServerConfig(_Strict):
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    client_auth_type: ClientAuth = "NoClientCert"
+    min_version: TLSVersion = "TLS12"
+    max_version: TLSVersion = "TLS13"
+
+
+class WebConfig(_Strict):
+    tls_server_config: TLSServerConfig | None = None
+    basic_auth_users: dict[str, str] = {}
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _bcrypt_hashes(cls, users: dict[str, str]) -> dict[str, str]:
+        for user, hashed in users.items():
+            if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+                raise ValueError(f"user {user!r}: the password must be a bcrypt hash")
+        return users
+
+
+def load_web_config(path: str) -> WebConfig:
+    """Parse and validate the file, and build its TLS context once to check the files."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(path, [f"cannot read file: {err.strerror or err}"]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(path, [f"not valid YAML: {err}"]) from None
+    try:
+        config = WebConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = [f"{key_path(e['loc'])}: {_message(e)}" for e in err.errors()]
+        raise ConfigError(path, problems) from None
+    if config.tls_server_config is not None:
+        try:
+            tls_context(config.tls_server_config)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(path, [f"tls_server_config: {err}"]) from None
+    return config
+
+
+def _message(error: ErrorDetails) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return error["msg"].removeprefix("Value error, ")
+
+
+def tls_context(config: TLSServerConfig) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _VERSIONS[config.min_version]
+    context.maximum_version = _VERSIONS[config.max_version]
+    context.load_cert_chain(config.cert_file, config.key_file)
+    if config.client_ca_file is not None:
+        context.load_verify_locations(cafile=config.client_ca_file)
+    context.verify_mode = {
+        "NoClientCert": ssl.CERT_NONE,
+        "RequestClientCert": ssl.CERT_OPTIONAL,
+        "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+        "RequireAnyClientCert": ssl.CERT_REQUIRED,
+        "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+    }[config.client_auth_type]
+    return context
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` headers against bcrypt hashes."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = {user: hashed.encode() for user, hashed in users.items()}
+        self._verified: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"BasicAuth(users={sorted(self._users)!r})"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._users)
+
+    def allows(self, header: str | None) -> bool:
+        user, password = _credentials(header)
+        hashed = self._users.get(user, _DUMMY_HASH)
+        key = hashlib.sha256(b"\0".join((user.encode(), password, hashed))).digest()
+        with self._lock:
+            if key in self._verified:
+                return user in self._users
+        # always one bcrypt check: an unknown user costs the same as a wrong password
+        valid = bcrypt.checkpw(password, hashed) and user in self._users
+        if valid:
+            with self._lock:
+                self._verified.add(key)
+        return valid
+
+
+def _credentials(header: str | None) -> tuple[str, bytes]:
+    if not header or not header.startswith("Basic "):
+        return "", b""
+    try:
+        decoded = base64.b64decode(header[6:], validate=True)
+    except ValueError:
+        return "", b""
+    user, _, password = decoded.partition(b":")
+    return user.decode("utf-8", "replace"), password
