@@ -10,16 +10,24 @@ import httpx
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
-from exporter.auth import FileToken, StaticToken, TokenSource
-from exporter.client import MudbaseClient, RetryPolicy
+from exporter.auth import ApiKey, Credential, FileToken, StaticToken
+from exporter.client import MudbaseClient, RequestObserver, RetryPolicy
 from exporter.collector import FunctionCollector
-from exporter.config import ConfigError, LoadedConfig, load_config
+from exporter.config import (
+    ApiKeyCredentials,
+    ConfigError,
+    LoadedConfig,
+    LoginCredentials,
+    load_config,
+    secrets_of,
+)
 from exporter.durations import format_duration
 from exporter.exposition import CachedExposition
 from exporter.landing import render_landing_page
 from exporter.logs import REDACTOR, get_logger
 from exporter.poller import POLL_DEADLINE_SHARE, Poller
 from exporter.selfmetrics import ExporterMetrics
+from exporter.session import Session
 from exporter.state import StateStore
 from exporter.web import ExporterHTTPServer, start_http_server
 from exporter.webconfig import BasicAuth, WebConfig, tls_context
@@ -29,11 +37,25 @@ log = get_logger("exporter.app")
 RETRY_DEADLINE_SHARE = 0.5  # retries stop being scheduled after this share of the interval
 
 
-def token_source(loaded: LoadedConfig) -> TokenSource:
-    settings = loaded.config.mudbase
-    if loaded.token_source == "token_file" and settings.token_file is not None:  # noqa: S105
-        return FileToken(settings.token_file, loaded.token)
-    return StaticToken(loaded.token)
+def make_credential(
+    loaded: LoadedConfig, http: httpx.AsyncClient, on_request: RequestObserver
+) -> Credential:
+    """The credential object for the configured way of authenticating."""
+    credentials, config = loaded.credentials, loaded.config
+    if isinstance(credentials, LoginCredentials):
+        return Session(
+            config.mudbase.url,
+            credentials.email,
+            credentials.password,
+            http,
+            timeout=min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE),
+            on_request=on_request,
+        )
+    if isinstance(credentials, ApiKeyCredentials):
+        return ApiKey(credentials.key, credentials.file)
+    if credentials.file is not None:
+        return FileToken(credentials.file, credentials.token)
+    return StaticToken(credentials.token)
 
 
 def retry_policy(loaded: LoadedConfig) -> RetryPolicy:
@@ -62,7 +84,7 @@ class _Runtime:
             and mine.interval == theirs.interval
             and mine.concurrency == theirs.concurrency
             and mine.keep_values_for == theirs.keep_values_for
-            and self.loaded.token == other.token
+            and self.loaded.credentials == other.credentials
         )
 
     async def close(self) -> None:
@@ -84,7 +106,7 @@ class Exporter:
         config_path: str | None = None,
         web: WebConfig | None = None,
     ) -> None:
-        REDACTOR.add(loaded.token.get_secret_value())
+        REDACTOR.add(*secrets_of(loaded.credentials))
         self.loaded = loaded
         self.config_path = config_path
         self.state = StateStore()
@@ -137,9 +159,16 @@ class Exporter:
             headers={"User-Agent": f"mudbase-exporter/{__version__}"},
             follow_redirects=False,
         )
+        credential = make_credential(loaded, http, self.metrics.observe_request)
+        self.metrics.token_expiry.credential = credential
+        self.metrics.token_expiry.source = (
+            "login"
+            if isinstance(loaded.credentials, LoginCredentials)
+            else loaded.credentials.source
+        )
         client = MudbaseClient(
             config.mudbase.url,
-            token_source(loaded),
+            credential,
             http,
             retry=retry_policy(loaded),
             timeout=min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE),
@@ -181,7 +210,7 @@ class Exporter:
                     "configuration reload failed; keeping the running configuration", error=str(err)
                 )
                 raise ReloadError(str(err)) from None
-            REDACTOR.add(loaded.token.get_secret_value())
+            REDACTOR.add(*secrets_of(loaded.credentials))
             runtime = self._runtime
             if runtime is not None and runtime.same_connection(loaded):
                 runtime.poller.apply(loaded.config.function_settings())

@@ -12,7 +12,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from urllib.parse import quote
 
 import httpx
@@ -25,47 +24,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from exporter.auth import TokenSource
+from exporter.auth import Credential
+from exporter.errors import PollError, Reason
 from exporter.upstream import FunctionStats, UpstreamFormatError, parse_logs
-
-
-class Reason(StrEnum):
-    """Why a poll failed; the `reason` label of mudbase_exporter_poll_errors_total."""
-
-    AUTH = "auth"
-    FORBIDDEN = "forbidden"
-    NOT_FOUND = "not_found"
-    RATE_LIMITED = "rate_limited"
-    SERVER_ERROR = "server_error"
-    CLIENT_ERROR = "client_error"
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    BAD_RESPONSE = "bad_response"
-    INTERNAL = "internal"
-
-
-_RETRYABLE = {Reason.RATE_LIMITED, Reason.SERVER_ERROR, Reason.TIMEOUT, Reason.CONNECTION}
-
-
-class PollError(Exception):
-    """A failed request, typed by reason. Its message never holds a credential."""
-
-    def __init__(
-        self,
-        reason: Reason,
-        detail: str,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.status = status
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return self.reason in _RETRYABLE
 
 
 @dataclass(frozen=True)
@@ -84,7 +45,7 @@ class MudbaseClient:
     def __init__(
         self,
         base_url: str,
-        auth: TokenSource,
+        auth: Credential,
         http: httpx.AsyncClient,
         *,
         retry: RetryPolicy,
@@ -141,21 +102,21 @@ class MudbaseClient:
         return float(self._backoff(state))
 
     async def _get(self, url: str, endpoint: str, params: dict[str, str]) -> bytes:
-        response = await self._send(url, endpoint, params)
-        if response.status_code == 401 and self._auth.renew_after_unauthorized():
-            response = await self._send(url, endpoint, params)
+        headers = await self._auth.headers()
+        response = await self._send(url, endpoint, params, headers)
+        if response.status_code == 401 and await self._auth.renew_after_unauthorized(headers):
+            headers = await self._auth.headers()
+            response = await self._send(url, endpoint, params, headers)
         if response.status_code != 200:
-            raise _status_error(response, self._credentials())
+            raise error_for_response(response, secrets_in(headers))
         return response.content
 
-    def _credentials(self) -> list[str]:
-        """The secret parts of the auth headers, to blank out of quoted upstream text."""
-        return [value.split(" ", 1)[-1] for value in self._auth.headers().values()]
-
-    async def _send(self, url: str, endpoint: str, params: dict[str, str]) -> httpx.Response:
+    async def _send(
+        self, url: str, endpoint: str, params: dict[str, str], headers: dict[str, str]
+    ) -> httpx.Response:
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._http.get(url, params=params, headers=self._auth.headers())
+                response = await self._http.get(url, params=params, headers=headers)
         except (TimeoutError, httpx.TimeoutException):
             self._on_request(endpoint, "timeout")
             raise PollError(Reason.TIMEOUT, f"no answer within {self._timeout:g}s") from None
@@ -166,7 +127,13 @@ class MudbaseClient:
         return response
 
 
-def _status_error(response: httpx.Response, credentials: list[str]) -> PollError:
+def secrets_in(headers: dict[str, str]) -> list[str]:
+    """The secret parts of auth headers, to blank out of quoted upstream text."""
+    return [value.split(" ", 1)[-1] for value in headers.values()]
+
+
+def error_for_response(response: httpx.Response, credentials: list[str]) -> PollError:
+    """The typed error for a non-200 answer; Mudbase's message quoted, secrets blanked."""
     code = response.status_code
     detail = f"HTTP {code}{_error_message(response, credentials)}"
     if code == 401:

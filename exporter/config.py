@@ -100,11 +100,16 @@ class TargetSpec(_Overrides):
 
 
 class MudbaseSettings(_Strict):
-    """How to reach the Mudbase API."""
+    """How to reach the Mudbase API, and one way to authenticate (token, login or API key)."""
 
     url: str = DEFAULT_URL
     token: SecretStr | None = None
     token_file: Path | None = None
+    email: str | None = Field(default=None, min_length=3)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
     timeout: Duration = 10.0
     retries: int = Field(default=3, ge=0, le=10)
     max_retry_wait: Duration = 30.0
@@ -116,11 +121,11 @@ class MudbaseSettings(_Strict):
             raise ValueError(f"invalid URL {value!r}: use http:// or https:// and a host")
         return value.rstrip("/")
 
-    @field_validator("token_file")
+    @field_validator("token_file", "password_file", "api_key_file")
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
         if value is not None and not os.access(value, os.R_OK):
-            raise ValueError(f"cannot read token file {str(value)!r}")
+            raise ValueError(f"cannot read file {str(value)!r}")
         return value
 
 
@@ -161,13 +166,57 @@ def _first(*values: float | None) -> float:
     return next(v for v in values if v is not None)
 
 
+CredentialSource = Literal["config", "file", "env"]
+
+
+@dataclass(frozen=True)
+class TokenCredentials:
+    """A bearer token (JWT), inline, in a file (re-read when it changes) or from the env."""
+
+    token: SecretStr
+    source: CredentialSource
+    file: Path | None = None
+    kind: Literal["token"] = "token"
+
+
+@dataclass(frozen=True)
+class LoginCredentials:
+    """Email and password: the exporter logs in and refreshes its session itself."""
+
+    email: str
+    password: SecretStr
+    source: CredentialSource
+    kind: Literal["login"] = "login"
+
+
+@dataclass(frozen=True)
+class ApiKeyCredentials:
+    """An API key, sent as X-API-Key."""
+
+    key: SecretStr
+    source: CredentialSource
+    file: Path | None = None
+    kind: Literal["api_key"] = "api_key"
+
+
+Credentials = TokenCredentials | LoginCredentials | ApiKeyCredentials
+
+
+def secrets_of(credentials: Credentials) -> list[str]:
+    """Every secret value in these credentials, for log redaction."""
+    if isinstance(credentials, TokenCredentials):
+        return [credentials.token.get_secret_value()]
+    if isinstance(credentials, LoginCredentials):
+        return [credentials.password.get_secret_value()]
+    return [credentials.key.get_secret_value()]
+
+
 @dataclass(frozen=True)
 class LoadedConfig:
-    """A validated config plus the token it resolved (never printed)."""
+    """A validated config plus the credentials it resolved (their repr hides the secrets)."""
 
     config: Config
-    token: SecretStr
-    token_source: Literal["token", "token_file", "env"]
+    credentials: Credentials
     source: str
 
 
@@ -199,11 +248,10 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> LoadedConfig
     problems += _timing_checks(config)
     if problems:
         raise ConfigError(source, problems)
-    token, token_source = _resolve_token(config.mudbase, env)
-    if not token.get_secret_value():
-        file = str(config.mudbase.token_file)
-        raise ConfigError(source, [f"mudbase.token_file: the file {file!r} is empty"])
-    return LoadedConfig(config, token, token_source, source)
+    credentials, problem = _resolve_credentials(config.mudbase, env)
+    if problem:
+        raise ConfigError(source, [problem])
+    return LoadedConfig(config, credentials, source)
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -253,15 +301,54 @@ def _cross_checks(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     return _token_problems(raw.get("mudbase"), env) + _duplicate_problems(raw.get("targets"))
 
 
+_GROUPS = {
+    "token": ("token", "token_file"),
+    "login": ("email", "password", "password_file"),
+    "api_key": ("api_key", "api_key_file"),
+}
+PASSWORD_ENV_VAR = "MUDBASE_PASSWORD"  # noqa: S105 - the name of a variable
+API_KEY_ENV_VAR = "MUDBASE_API_KEY"
+
+
 def _token_problems(mudbase: object, env: Mapping[str, str]) -> list[str]:
+    """Exactly one way to authenticate, complete: a token, a login, or an API key."""
     settings = mudbase if isinstance(mudbase, dict) else {}
-    given = [key for key in ("token", "token_file") if settings.get(key) not in (None, "")]
-    if len(given) > 1:
-        return ["mudbase: set only one of token and token_file"]
-    if not given and not env.get(TOKEN_ENV_VAR):
+    given = {k for keys in _GROUPS.values() for k in keys if settings.get(k) not in (None, "")}
+    groups = [name for name, keys in _GROUPS.items() if given & set(keys)]
+    if len(groups) > 1:
         return [
-            "mudbase.token: no API token: set mudbase.token, mudbase.token_file "
-            f"or the {TOKEN_ENV_VAR} environment variable"
+            "mudbase: use one way to authenticate: token or token_file; email with password "
+            "or password_file; or api_key or api_key_file"
+        ]
+    if not groups:
+        if env.get(TOKEN_ENV_VAR) or env.get(API_KEY_ENV_VAR):
+            return []
+        return [
+            "mudbase.token: no credentials: set mudbase.token or mudbase.token_file (or the "
+            f"{TOKEN_ENV_VAR} environment variable), mudbase.email with mudbase.password_file, "
+            f"or mudbase.api_key_file (or {API_KEY_ENV_VAR})"
+        ]
+    return _group_problems(groups[0], given, env)
+
+
+def _group_problems(group: str, given: set[str], env: Mapping[str, str]) -> list[str]:
+    for first, second in (
+        ("token", "token_file"),
+        ("password", "password_file"),
+        ("api_key", "api_key_file"),
+    ):
+        if {first, second} <= given:
+            return [f"mudbase: set only one of {first} and {second}"]
+    if group == "login" and "email" not in given:
+        return ["mudbase.email: required with password or password_file"]
+    if (
+        group == "login"
+        and not given & {"password", "password_file"}
+        and not env.get(PASSWORD_ENV_VAR)
+    ):
+        return [
+            "mudbase.password: email needs password_file, password or the "
+            f"{PASSWORD_ENV_VAR} environment variable"
         ]
     return []
 
@@ -296,14 +383,48 @@ def _timing_checks(config: Config) -> list[str]:
     return problems
 
 
-def _resolve_token(
+def _resolve_credentials(
     settings: MudbaseSettings, env: Mapping[str, str]
-) -> tuple[SecretStr, Literal["token", "token_file", "env"]]:
-    if settings.token is not None and settings.token.get_secret_value():
-        return settings.token, "token"
-    if settings.token_file is not None:
-        return SecretStr(read_token_file(settings.token_file)), "token_file"
-    return SecretStr(env[TOKEN_ENV_VAR].strip()), "env"
+) -> tuple[Credentials, str | None]:
+    """The credentials the settings name; a problem if a secret file is empty."""
+    if settings.email is not None:
+        password, problem = _secret(
+            settings.password, settings.password_file, "password_file", env.get(PASSWORD_ENV_VAR)
+        )
+        return LoginCredentials(
+            settings.email, password, _origin(settings.password, settings.password_file)
+        ), problem
+    if (
+        settings.api_key is not None
+        or settings.api_key_file is not None
+        or (settings.token is None and settings.token_file is None and not env.get(TOKEN_ENV_VAR))
+    ):
+        key, problem = _secret(
+            settings.api_key, settings.api_key_file, "api_key_file", env.get(API_KEY_ENV_VAR)
+        )
+        origin = _origin(settings.api_key, settings.api_key_file)
+        return ApiKeyCredentials(key, origin, settings.api_key_file), problem
+    token, problem = _secret(
+        settings.token, settings.token_file, "token_file", env.get(TOKEN_ENV_VAR)
+    )
+    origin = _origin(settings.token, settings.token_file)
+    return TokenCredentials(token, origin, settings.token_file), problem
+
+
+def _secret(
+    inline: SecretStr | None, file: Path | None, file_key: str, from_env: str | None
+) -> tuple[SecretStr, str | None]:
+    if inline is not None:
+        return inline, None if inline.get_secret_value() else f"mudbase.{file_key[:-5]}: empty"
+    if file is not None:
+        value = read_token_file(file)
+        problem = None if value else f"mudbase.{file_key}: the file {str(file)!r} is empty"
+        return SecretStr(value), problem
+    return SecretStr((from_env or "").strip()), None
+
+
+def _origin(inline: SecretStr | None, file: Path | None) -> CredentialSource:
+    return "config" if inline is not None else "file" if file is not None else "env"
 
 
 def read_token_file(path: Path) -> str:

@@ -3,7 +3,7 @@
 from pydantic import SecretStr
 
 from exporter.app import Exporter, install_signal_handlers
-from exporter.config import Config, LoadedConfig
+from exporter.config import Config, LoadedConfig, TokenCredentials
 from exporter.logs import get_logger
 from exporter.simulator.cli import serve as serve_simulator
 from exporter.simulator.scenarios import DEMO_FUNCTIONS, DEMO_TOKEN, demo_simulator
@@ -24,7 +24,8 @@ def demo_config(simulator_url: str) -> LoadedConfig:
             "targets": [{"project": p, "functions": f} for p, f in projects.items()],
         }
     )
-    return LoadedConfig(config, SecretStr(DEMO_TOKEN), "token", "(built-in demo)")
+    credentials = TokenCredentials(SecretStr(DEMO_TOKEN), "config")
+    return LoadedConfig(config, credentials, "(built-in demo)")
 
 
 async def run_demo(listen: tuple[str, int], web: WebConfig | None = None) -> int:

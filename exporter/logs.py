@@ -26,12 +26,29 @@ class SecretRedactor:
     """A structlog processor that blanks out every secret it was told about."""
 
     def __init__(self) -> None:
+        self._static: frozenset[str] = frozenset()
+        self._rotating: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self._secrets: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def add(self, *secrets: str) -> None:
         with self._lock:
-            self._secrets = self._secrets | {s for s in secrets if len(s) >= 4}
+            self._static = self._static | {s for s in secrets if len(s) >= 4}
+            self._update()
+
+    def rotate(self, name: str, *secrets: str) -> None:
+        """Secrets that replace earlier ones of the same name (a session's rotating tokens).
+
+        The previous generation stays redacted too, for lines about a request still in flight.
+        """
+        with self._lock:
+            _, previous = self._rotating.get(name, (frozenset(), frozenset()))
+            self._rotating[name] = (previous, frozenset(s for s in secrets if len(s) >= 4))
+            self._update()
+
+    def _update(self) -> None:
+        rotating = [s for generations in self._rotating.values() for g in generations for s in g]
+        self._secrets = self._static | frozenset(rotating)
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:

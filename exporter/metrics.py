@@ -138,6 +138,13 @@ CONFIG_LAST_RELOAD_SUCCESS_TIME = MetricSpec(
     "gauge",
     "Unix time of the last successful load of the configuration file.",
 )
+TOKEN_EXPIRY = MetricSpec(
+    "mudbase_exporter_token_expiry_timestamp_seconds",
+    "gauge",
+    "Unix time the current Mudbase token expires (login sessions, and tokens that are JWTs with "
+    "an exp claim). The source label says where the token comes from: config, file, env, login.",
+    ("source",),
+)
 BUILD_INFO = MetricSpec(
     "mudbase_exporter_build_info",
     "gauge",
@@ -157,6 +164,7 @@ ALL_METRICS = (
     REQUEST_BUDGET_USED,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
     CONFIG_LAST_RELOAD_SUCCESS_TIME,
+    TOKEN_EXPIRY,
     BUILD_INFO,
 )
 

@@ -9,7 +9,8 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-from exporter.client import MudbaseClient, PollError, Reason
+from exporter.client import MudbaseClient
+from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore

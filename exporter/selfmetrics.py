@@ -4,8 +4,12 @@ import platform
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter import metrics as m
@@ -47,6 +51,27 @@ def _gauge(spec: m.MetricSpec, registry: CollectorRegistry) -> Gauge:
     return Gauge(spec.name, spec.help, spec.labels, registry=registry)
 
 
+class Expiring(Protocol):
+    def expiry(self) -> float | None: ...
+
+
+class TokenExpiryCollector(Collector):
+    """The current credential's expiry, read at collect time from the running credential."""
+
+    def __init__(self) -> None:
+        self.credential: Expiring | None = None
+        self.source = ""
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            m.TOKEN_EXPIRY.name, m.TOKEN_EXPIRY.help, labels=m.TOKEN_EXPIRY.labels
+        )
+        expiry = self.credential.expiry() if self.credential is not None else None
+        if expiry is not None:
+            family.add_metric([self.source], expiry)
+        yield family
+
+
 class ExporterMetrics:
     """Counters, histograms and gauges about the exporter itself, in one registry."""
 
@@ -66,6 +91,8 @@ class ExporterMetrics:
         _gauge(m.BUILD_INFO, registry).labels(__version__, platform.python_version()).set(1)
         self.request_window = RequestWindow()
         _gauge(m.REQUEST_BUDGET_USED, registry).set_function(self.request_window.count)
+        self.token_expiry = TokenExpiryCollector()
+        registry.register(self.token_expiry)
 
     def observe_request(self, endpoint: str, code: str) -> None:
         self.upstream_requests.labels(endpoint, code).inc()

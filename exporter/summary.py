@@ -1,6 +1,6 @@
 """The short summary `--config.check` prints: what will be polled and what it costs."""
 
-from exporter.config import LoadedConfig
+from exporter.config import Credentials, LoadedConfig, LoginCredentials, TokenCredentials
 from exporter.durations import format_duration
 
 MUDBASE_BUDGET_PER_15M = 2000
@@ -20,7 +20,7 @@ def config_summary(loaded: LoadedConfig) -> str:
     worst = per_15m * (config.mudbase.retries + 1)
     lines = [
         f"configuration OK: {loaded.source}",
-        f"  mudbase: {config.mudbase.url} (token from {loaded.token_source}), "
+        f"  mudbase: {config.mudbase.url} ({describe_credentials(loaded.credentials)}), "
         f"timeout {format_duration(config.mudbase.timeout)}, {config.mudbase.retries} retries",
         f"  interval {format_duration(config.interval)}, concurrency {config.concurrency}, "
         f"last values kept {format_duration(config.keep_values_for)} after a failure",
@@ -37,3 +37,12 @@ def config_summary(loaded: LoadedConfig) -> str:
             "fewer functions"
         )
     return "\n".join(lines)
+
+
+def describe_credentials(credentials: Credentials) -> str:
+    """How the exporter authenticates, without any secret."""
+    where = {"config": "the config file", "file": "a file", "env": "the environment"}
+    if isinstance(credentials, LoginCredentials):
+        return f"login as {credentials.email}, password from {where[credentials.source]}"
+    what = "token" if isinstance(credentials, TokenCredentials) else "API key"
+    return f"{what} from {where[credentials.source]}"

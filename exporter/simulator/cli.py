@@ -33,7 +33,7 @@ async def _main(args: argparse.Namespace) -> int:
         if args.scenario != "demo"
         else demo_simulator(args.seed)
     )
-    sim.tokens.update(args.token or [])
+    sim.auth.static_tokens.update(args.token or [])
     host, port = parse_listen_address(args.listen_address)
     runner, bound = await serve(sim, host, port)
     print(f"mudbase-simulator listening on http://{host}:{bound}", flush=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter.simulator.auth import AuthState
 from exporter.simulator.faults import FAULT_KINDS, Fault, FaultTable
 from exporter.simulator.model import SimFunction
 
@@ -21,7 +22,7 @@ class Simulator:
     """The simulated platform: functions, tokens, faults and request counts."""
 
     def __init__(self, tokens: set[str], seed: int | None = None) -> None:
-        self.tokens = set(tokens)
+        self.auth = AuthState(set(tokens))
         self.functions: dict[tuple[str, str], SimFunction] = {}
         self.faults = FaultTable()
         self.requests: Counter[str] = Counter()
@@ -116,6 +117,9 @@ def build_app(sim: Simulator) -> web.Application:
     api = "/api/functions/projects/{project}/functions"
     app.router.add_get(api, _list_functions)
     app.router.add_get(api + "/{function}/logs", _function_logs)
+    app.router.add_post("/api/auth/login", _login)
+    app.router.add_post("/api/auth/refresh", _refresh)
+    app.router.add_post("/_sim/auth", _configure_auth)
     app.router.add_get("/_sim/state", _state)
     app.router.add_post("/_sim/functions", _put_function)
     app.router.add_delete("/_sim/functions/{project}/{function}", _delete_function)
@@ -128,7 +132,9 @@ def build_app(sim: Simulator) -> web.Application:
 def _counting(sim: Simulator) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/"):
+        if request.path.startswith("/api/auth/"):
+            sim.requests[request.path.rsplit("/", 1)[1]] += 1
+        elif request.path.startswith("/api/"):
             kind = "logs" if request.path.endswith("/logs") else "list"
             sim.requests[kind] += 1
         return await handler(request)
@@ -136,8 +142,83 @@ def _counting(sim: Simulator) -> Any:
     return middleware
 
 
-def _authorised(request: web.Request) -> bool:
-    return _bearer(request) in request.app["sim"].tokens
+def _auth_error(request: web.Request, api_key_ok: bool) -> web.Response | None:
+    """None if the request may proceed, else the 401 to send."""
+    auth: AuthState = request.app["sim"].auth
+    key = request.headers.get("X-API-Key")
+    if key is not None:
+        if api_key_ok and key in auth.api_keys:
+            return None
+        return _error(401, "Invalid API key", "UNAUTHORIZED")
+    valid, code = auth.bearer_valid(_bearer(request))
+    if valid:
+        return None
+    message = "Token expired" if code == "TOKEN_EXPIRED" else "Invalid or expired token"
+    return _error(401, message, code)
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def _login(request: web.Request) -> web.StreamResponse:
+    auth: AuthState = request.app["sim"].auth
+    allowed, wait = auth.login_limit.allow(_client(request), time.time())
+    if not allowed:
+        auth.count("login_rate_limited")
+        return web.json_response(
+            {
+                "success": False,
+                "error": "Too many login attempts",
+                "code": "RATE_LIMITED",
+                "retryAfter": round(wait),
+            },
+            status=429,
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    body = await request.json()
+    issued = auth.login(body.get("email"), body.get("password"))
+    if issued is None:
+        return _error(401, "Invalid email or password", "INVALID_CREDENTIALS")
+    return web.json_response({"success": True, "data": issued})
+
+
+async def _refresh(request: web.Request) -> web.StreamResponse:
+    auth: AuthState = request.app["sim"].auth
+    allowed, wait = auth.refresh_limit.allow(_client(request), time.time())
+    if not allowed:
+        auth.count("refresh_rate_limited")
+        return web.json_response(
+            {"success": False, "error": "Too many refreshes", "code": "RATE_LIMITED"},
+            status=429,
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    body = await request.json()
+    issued = auth.refresh(body.get("refreshToken"))
+    if issued is None:
+        return _error(401, "Invalid refresh token", "INVALID_REFRESH_TOKEN")
+    return web.json_response({"success": True, "data": issued})
+
+
+async def _configure_auth(request: web.Request) -> web.StreamResponse:
+    """Set users, API keys, static tokens, the session token TTL; or revoke every session.
+
+    `{"users": {"a@b.c": "pw"}, "api_keys": ["k"], "tokens": ["t"], "token_ttl": 5,
+    "revoke_all": true}`, every key optional.
+    """
+    auth: AuthState = request.app["sim"].auth
+    body = await request.json()
+    if "users" in body:
+        auth.users = dict(body["users"])
+    if "api_keys" in body:
+        auth.api_keys = set(body["api_keys"])
+    if "tokens" in body:
+        auth.static_tokens = set(body["tokens"])
+    if "token_ttl" in body:
+        auth.token_ttl = float(body["token_ttl"])
+    if body.get("revoke_all"):
+        auth.revoke_all()
+    return web.json_response({"ok": True})
 
 
 async def _function_logs(request: web.Request) -> web.StreamResponse:
@@ -148,8 +229,9 @@ async def _function_logs(request: web.Request) -> web.StreamResponse:
     fault = sim.faults.pick(project, function_id, sim.rng)
     if fault is not None and fault.kind == "status" and fault.status == 401:
         return _status_response(401)
-    if not _authorised(request):
-        return _status_response(401)
+    denied = _auth_error(request, api_key_ok=False)  # the logs endpoint takes JWTs only
+    if denied is not None:
+        return denied
     function = sim.function(project, function_id)
     if function is None:
         return _status_response(404)
@@ -161,8 +243,9 @@ async def _function_logs(request: web.Request) -> web.StreamResponse:
 
 async def _list_functions(request: web.Request) -> web.StreamResponse:
     sim: Simulator = request.app["sim"]
-    if not _authorised(request):
-        return _status_response(401)
+    denied = _auth_error(request, api_key_ok=True)
+    if denied is not None:
+        return denied
     project = request.match_info["project"]
     page = _int_query(request, "page", 1, 1)
     limit = min(_int_query(request, "limit", 20, 1), MAX_LIMIT)
@@ -206,7 +289,12 @@ async def _state(request: web.Request) -> web.StreamResponse:
             }
         )
     return web.json_response(
-        {"functions": functions, "faults": sim.faults.describe(), "requests": dict(sim.requests)}
+        {
+            "functions": functions,
+            "faults": sim.faults.describe(),
+            "requests": dict(sim.requests),
+            "auth": dict(sim.auth.counts),
+        }
     )
 
 

@@ -17,8 +17,9 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from exporter.auth import FileToken, StaticToken, TokenSource
-from exporter.client import MudbaseClient, PollError, Reason, RetryPolicy
+from exporter.auth import Credential, FileToken, StaticToken
+from exporter.client import MudbaseClient, RetryPolicy
+from exporter.errors import PollError, Reason
 from exporter.upstream import FunctionStats
 
 BASE = "https://mudbase.test"
@@ -107,7 +108,7 @@ class Harness:
 
 
 def make(
-    http: httpx.AsyncClient, auth: TokenSource | None = None, retry: RetryPolicy = RETRY
+    http: httpx.AsyncClient, auth: Credential | None = None, retry: RetryPolicy = RETRY
 ) -> Harness:
     sleep, seen = FakeSleep(), Recorder()
     client = MudbaseClient(

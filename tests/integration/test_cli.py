@@ -41,7 +41,7 @@ def test_config_check_prints_targets_and_request_cost(tmp_path: Path) -> None:
     assert "3 function(s) in 2 project(s)" in result.stdout
     assert "p1: a, b" in result.stdout
     assert "90 per 15 minutes" in result.stdout  # 3 functions x 30 polls
-    assert "token from token_file" in result.stdout
+    assert "token from a file" in result.stdout
     assert SIM_TOKEN not in result.stdout + result.stderr
 
 
@@ -69,7 +69,7 @@ def test_bad_config_names_every_key_and_serves_nothing(tmp_path: Path) -> None:
     assert "mudbase.tokn: unknown key" in result.stderr
     assert "interval: invalid duration '1 minute'" in result.stderr
     assert "targets[0].functions[1]: invalid ID 'bad/id'" in result.stderr
-    assert "mudbase.token: no API token" in result.stderr
+    assert "mudbase.token: no credentials" in result.stderr
     try:
         http_get(f"http://127.0.0.1:{port}/", timeout=1)
         raise AssertionError("something is listening")

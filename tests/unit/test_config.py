@@ -3,13 +3,26 @@
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from exporter.config import ConfigError, load_config, parse_config
+from exporter.config import (
+    ApiKeyCredentials,
+    ConfigError,
+    LoginCredentials,
+    TokenCredentials,
+    load_config,
+    parse_config,
+)
 from exporter.targets import FunctionSettings, TargetKey
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata" / "config"
 NO_ENV: dict[str, str] = {}
 
+NO_CREDENTIALS = (
+    "mudbase.token: no credentials: set mudbase.token or mudbase.token_file (or the "
+    "MUDBASE_TOKEN environment variable), mudbase.email with mudbase.password_file, or "
+    "mudbase.api_key_file (or MUDBASE_API_KEY)"
+)
 INVALID = {
     "invalid-unknown-key.yml": ["mudbase.tokn: unknown key"],
     "invalid-duration.yml": [
@@ -28,10 +41,7 @@ INVALID = {
     "invalid-duplicate.yml": [
         "targets[1].functions[0]: duplicate target p/b (first listed at targets[0].functions[1])"
     ],
-    "invalid-no-token.yml": [
-        "mudbase.token: no API token: set mudbase.token, mudbase.token_file or the "
-        "MUDBASE_TOKEN environment variable"
-    ],
+    "invalid-no-token.yml": [NO_CREDENTIALS],
     "invalid-two-tokens.yml": ["mudbase: set only one of token and token_file"],
     "invalid-url.yml": [
         "mudbase.url: invalid URL 'file:///etc/passwd': use http:// or https:// and a host"
@@ -47,17 +57,23 @@ INVALID = {
     "invalid-function-type.yml": [
         "targets[0].functions[0]: invalid function 42: give a function ID or a mapping with 'id'"
     ],
-    "invalid-token-file-missing.yml": [
-        "mudbase.token_file: cannot read token file '/nonexistent/token'"
+    "invalid-token-file-missing.yml": ["mudbase.token_file: cannot read file '/nonexistent/token'"],
+    "invalid-mixed-credentials.yml": [
+        "mudbase: use one way to authenticate: token or token_file; email with password or "
+        "password_file; or api_key or api_key_file"
     ],
+    "invalid-login-no-password.yml": [
+        "mudbase.password: email needs password_file, password or the MUDBASE_PASSWORD "
+        "environment variable"
+    ],
+    "invalid-password-no-email.yml": ["mudbase.email: required with password or password_file"],
     "invalid-many.yml": [
         "mudbase.url: invalid URL 'ftp://x': use http:// or https:// and a host",
         "mudbase.retries: Input should be greater than or equal to 0",
         "interval: invalid duration '0s': must be greater than zero",
         "targets[0].functions[1]: invalid ID 'a b': use 1 to 64 letters, digits, '_' or '-'",
         "targets[0].extra: unknown key",
-        "mudbase.token: no API token: set mudbase.token, mudbase.token_file or the "
-        "MUDBASE_TOKEN environment variable",
+        NO_CREDENTIALS,
     ],
 }
 
@@ -84,8 +100,7 @@ def test_minimal_config_gets_defaults() -> None:
     assert config.mudbase.timeout == 10
     assert config.keep_values_for == 180
     assert config.function_keys() == [("p", "f"), ("p", "g")]
-    assert loaded.token.get_secret_value() == "tok1"
-    assert loaded.token_source == "env"
+    assert loaded.credentials == TokenCredentials(SecretStr("tok1"), "env")
 
 
 def test_token_file_is_read_and_trimmed(tmp_path: Path) -> None:
@@ -96,8 +111,7 @@ def test_token_file_is_read_and_trimmed(tmp_path: Path) -> None:
         "x.yml",
         {"MUDBASE_TOKEN": "env-token-should-lose"},
     )
-    assert loaded.token.get_secret_value() == "file-token-123"
-    assert loaded.token_source == "token_file"
+    assert loaded.credentials == TokenCredentials(SecretStr("file-token-123"), "file", token_file)
 
 
 def test_empty_token_file_is_an_error(tmp_path: Path) -> None:
@@ -119,7 +133,7 @@ def test_inline_token_wins_and_never_shows_in_repr() -> None:
         "x.yml",
         {"MUDBASE_TOKEN": "env-token"},
     )
-    assert loaded.token.get_secret_value() == "inline-secret-987"
+    assert loaded.credentials == TokenCredentials(SecretStr("inline-secret-987"), "config")
     assert loaded.config.mudbase.url == "http://127.0.0.1:1"
     assert loaded.config.interval == 5400
     assert loaded.config.keep_values_for == 7200
@@ -162,3 +176,51 @@ def test_objective_must_be_strictly_between_zero_and_one(value: str) -> None:
             {"MUDBASE_TOKEN": "tok1"},
         )
     assert caught.value.problems[0].startswith("targets[0].functions[0].slo_objective: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        (
+            "mudbase: {email: ops@example.com, password: pw-123456}",
+            {},
+            LoginCredentials("ops@example.com", SecretStr("pw-123456"), "config"),
+        ),
+        (
+            "mudbase: {email: ops@example.com}",
+            {"MUDBASE_PASSWORD": "pw-from-env"},
+            LoginCredentials("ops@example.com", SecretStr("pw-from-env"), "env"),
+        ),
+        (
+            "mudbase: {api_key: key-123456}",
+            {},
+            ApiKeyCredentials(SecretStr("key-123456"), "config"),
+        ),
+        (
+            "mudbase: {}",
+            {"MUDBASE_API_KEY": "env-key-1"},
+            ApiKeyCredentials(SecretStr("env-key-1"), "env"),
+        ),
+        (
+            "mudbase: {}",
+            {"MUDBASE_API_KEY": "k", "MUDBASE_TOKEN": "t0k"},
+            TokenCredentials(SecretStr("t0k"), "env"),
+        ),
+    ],
+)
+def test_each_way_to_authenticate(text: str, env: dict[str, str], expected: object) -> None:
+    loaded = parse_config(f"{text}\ntargets: [{{project: p, functions: [f]}}]", "x.yml", env)
+    assert loaded.credentials == expected
+    assert "pw-" not in repr(loaded)
+
+
+def test_password_file(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("file-pw-42\n")
+    loaded = parse_config(
+        f"mudbase: {{email: a@b.c, password_file: {password}}}\n"
+        "targets: [{project: p, functions: [f]}]",
+        "x.yml",
+        NO_ENV,
+    )
+    assert loaded.credentials == LoginCredentials("a@b.c", SecretStr("file-pw-42"), "file")

@@ -1,0 +1,198 @@
+"""Login mode: POST /api/auth/login, refresh before expiry, never more than the auth budget.
+
+Mudbase's JWTs expire (30 minutes by default) and refresh tokens rotate: reusing an old refresh
+token revokes the session. So:
+- one lock: exactly one login or refresh is in flight, and every poll waiting on it gets its
+  result; the newest refresh token is always the one kept;
+- the token is refreshed when less than a fifth of its lifetime is left (at least 30 s, at most
+  half the lifetime);
+- a refused refresh (401/403) falls back to a new login;
+- logins and refreshes each go through an aiolimiter leaky bucket sized to half of Mudbase's
+  per-15-minute limits (20 and 60), so that, burst and drip together, no 15-minute window ever
+  holds more than the limit, even when every target fails at once; a poll that would exceed
+  the budget fails as `auth` without calling Mudbase;
+- after a failed login, no new login for `LOGIN_BACKOFF` seconds.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+
+import httpx
+from aiolimiter import AsyncLimiter
+from pydantic import SecretStr
+
+from exporter.auth import jwt_expiry
+from exporter.client import RequestObserver, error_for_response
+from exporter.errors import PollError, Reason
+from exporter.logs import REDACTOR, get_logger
+
+log = get_logger("exporter.session")
+
+AUTH_WINDOW = 15 * 60
+LOGINS_PER_WINDOW = 20  # Mudbase's /api/auth/* limit per client IP
+REFRESHES_PER_WINDOW = 60  # Mudbase's token refresh limit per client IP
+LOGIN_BACKOFF = 60.0
+MIN_REFRESH_MARGIN = 30.0
+RENEW_BACKOFF = 5.0
+
+
+class Session:
+    """Bearer tokens from an email and password, kept fresh."""
+
+    def __init__(
+        self,
+        base_url: str,
+        email: str,
+        password: SecretStr,
+        http: httpx.AsyncClient,
+        *,
+        timeout: float,
+        on_request: RequestObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._email = email
+        self._password = password
+        self._http = http
+        self._timeout = timeout
+        self._on_request = on_request or (lambda endpoint, code: None)
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        # half the limit per window: a full bucket plus its drip stays within the limit
+        self._logins = AsyncLimiter(LOGINS_PER_WINDOW // 2, AUTH_WINDOW)
+        self._refreshes = AsyncLimiter(REFRESHES_PER_WINDOW // 2, AUTH_WINDOW)
+        self._token: str | None = None
+        self._refresh_token: str | None = None
+        self._expires_at = 0.0
+        self._lifetime = 0.0
+        self._login_blocked_until = 0.0
+        self._failure: tuple[float, PollError] | None = None
+
+    def __repr__(self) -> str:
+        return f"Session(email={self._email!r})"
+
+    async def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self._valid_token()}"}
+
+    async def renew_after_unauthorized(self, rejected: Mapping[str, str]) -> bool:
+        async with self._lock:
+            if self._token is not None and rejected.get("Authorization") != f"Bearer {self._token}":
+                return True  # another poll renewed the token meanwhile: try the new one
+            self._expires_at = 0.0
+            try:
+                await self._renew()
+            except PollError:
+                return False
+            return True
+
+    def expiry(self) -> float | None:
+        return self._expires_at if self._token is not None else None
+
+    async def _valid_token(self) -> str:
+        if self._token is not None and not self._due():
+            return self._token
+        async with self._lock:
+            if self._token is None or self._due():
+                await self._renew()
+            assert self._token is not None
+            return self._token
+
+    def _due(self) -> bool:
+        margin = min(max(MIN_REFRESH_MARGIN, self._lifetime / 5), self._lifetime / 2)
+        return self._clock() >= self._expires_at - margin
+
+    async def _renew(self) -> None:
+        """Refresh if there is a refresh token, else (or if refused) log in. Under the lock.
+
+        A failure is remembered for RENEW_BACKOFF seconds and raised again to every poll that
+        asks meanwhile, so that a thousand failing polls cost one call to the auth endpoints.
+        """
+        if self._failure is not None and self._clock() < self._failure[0]:
+            raise self._failure[1]
+        try:
+            await self._refresh_or_login()
+        except PollError as err:
+            self._failure = (self._clock() + RENEW_BACKOFF, err)
+            raise
+        self._failure = None
+
+    async def _refresh_or_login(self) -> None:
+        if self._refresh_token is not None:
+            try:
+                await self._refresh()
+            except PollError as err:
+                if err.reason not in (Reason.AUTH, Reason.FORBIDDEN, Reason.CLIENT_ERROR):
+                    raise
+                log.info("token refresh refused; logging in again", reason=err.reason.value)
+                self._refresh_token = None
+            else:
+                return
+        await self._login()
+
+    async def _login(self) -> None:
+        if self._clock() < self._login_blocked_until:
+            raise PollError(Reason.AUTH, "login failed recently; waiting before the next try")
+        if not self._logins.has_capacity():
+            raise PollError(Reason.AUTH, "login budget used up (Mudbase allows 20 per 15 min)")
+        await self._logins.acquire()
+        body = {"email": self._email, "password": self._password.get_secret_value()}
+        try:
+            answer = await self._post("/api/auth/login", "login", body)
+        except PollError:
+            self._login_blocked_until = self._clock() + LOGIN_BACKOFF
+            raise
+        self._accept(answer)
+        log.info("logged in", email=self._email, expires_in=round(self._lifetime))
+
+    async def _refresh(self) -> None:
+        if not self._refreshes.has_capacity():
+            raise PollError(Reason.RATE_LIMITED, "refresh budget used up (60 per 15 min)")
+        await self._refreshes.acquire()
+        answer = await self._post(
+            "/api/auth/refresh", "refresh", {"refreshToken": self._refresh_token}
+        )
+        self._accept(answer)
+        log.debug("token refreshed", expires_in=round(self._lifetime))
+
+    async def _post(
+        self, path: str, endpoint: str, body: Mapping[str, object]
+    ) -> dict[str, object]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.post(f"{self._base_url}{path}", json=body)
+        except (TimeoutError, httpx.TimeoutException):
+            self._on_request(endpoint, "timeout")
+            raise PollError(Reason.TIMEOUT, f"{endpoint}: no answer") from None
+        except httpx.TransportError as err:
+            self._on_request(endpoint, "connection_error")
+            raise PollError(Reason.CONNECTION, f"{endpoint}: {type(err).__name__}") from None
+        self._on_request(endpoint, str(response.status_code))
+        secrets = [self._password.get_secret_value(), self._refresh_token or ""]
+        if response.status_code != 200:
+            error = error_for_response(response, secrets)
+            reason = Reason.AUTH if error.reason is Reason.FORBIDDEN else error.reason
+            raise PollError(reason, f"{endpoint}: {error.detail}", error.status, error.retry_after)
+        try:
+            answer = json.loads(response.content)
+        except ValueError:
+            raise PollError(Reason.BAD_RESPONSE, f"{endpoint}: not JSON") from None
+        data = answer.get("data", answer) if isinstance(answer, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("token"), str):
+            raise PollError(Reason.BAD_RESPONSE, f"{endpoint}: no token in the answer")
+        return data
+
+    def _accept(self, answer: dict[str, object]) -> None:
+        token = str(answer["token"])
+        refresh = answer.get("refreshToken")
+        expires_in = answer.get("expiresIn")
+        now = self._clock()
+        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+            self._lifetime = float(expires_in)
+        else:
+            self._lifetime = (jwt_expiry(token) or now + 1800) - now
+        self._token = token
+        self._expires_at = now + self._lifetime
+        self._refresh_token = refresh if isinstance(refresh, str) and refresh else None
+        REDACTOR.rotate(f"session:{id(self)}", token, self._refresh_token or "")

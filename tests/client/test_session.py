@@ -1,0 +1,129 @@
+"""Login mode's Session, against respx: one renewal in flight, rotation, fallback, budgets."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import respx
+from pydantic import SecretStr
+
+from exporter.errors import PollError, Reason
+from exporter.session import LOGINS_PER_WINDOW, Session
+
+BASE = "https://mudbase.test"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def issued(n: int, ttl: float = 100) -> httpx.Response:
+    body = {"token": f"tok-{n}", "refreshToken": f"rt-{n}", "expiresIn": ttl}
+    return httpx.Response(200, json={"success": True, "data": body})
+
+
+def session(http: httpx.AsyncClient, clock: Clock) -> Session:
+    return Session(BASE, "a@b.c", SecretStr("pw-secret"), http, timeout=5, clock=clock)
+
+
+@pytest.mark.asyncio
+async def test_many_concurrent_polls_share_one_login_and_one_refresh() -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        login = router.post(f"{BASE}/api/auth/login").mock(return_value=issued(1))
+        refresh = router.post(f"{BASE}/api/auth/refresh").mock(return_value=issued(2))
+        auth = session(http, clock)
+        first = await asyncio.gather(*(auth.headers() for _ in range(50)))
+        assert {h["Authorization"] for h in first} == {"Bearer tok-1"}
+        assert login.call_count == 1
+        assert json.loads(login.calls[0].request.content) == {
+            "email": "a@b.c",
+            "password": "pw-secret",
+        }
+        clock.now += 71  # 29 s of the 100 s left: inside the 30 s refresh margin
+        second = await asyncio.gather(*(auth.headers() for _ in range(50)))
+        assert {h["Authorization"] for h in second} == {"Bearer tok-2"}
+        assert refresh.call_count == 1
+        assert json.loads(refresh.calls[0].request.content) == {"refreshToken": "rt-1"}
+        assert auth.expiry() == clock.now + 100
+
+
+@pytest.mark.asyncio
+async def test_the_newest_refresh_token_is_always_used() -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        router.post(f"{BASE}/api/auth/login").mock(return_value=issued(1))
+        refresh = router.post(f"{BASE}/api/auth/refresh").mock(
+            side_effect=[issued(2), issued(3), issued(4)]
+        )
+        auth = session(http, clock)
+        await auth.headers()
+        for _ in range(3):
+            clock.now += 80
+            await auth.headers()
+        sent = [json.loads(c.request.content)["refreshToken"] for c in refresh.calls]
+        assert sent == ["rt-1", "rt-2", "rt-3"]
+
+
+@pytest.mark.asyncio
+async def test_refused_refresh_falls_back_to_login() -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        login = router.post(f"{BASE}/api/auth/login").mock(side_effect=[issued(1), issued(5)])
+        router.post(f"{BASE}/api/auth/refresh").mock(return_value=httpx.Response(401, json={}))
+        auth = session(http, clock)
+        await auth.headers()
+        clock.now += 80
+        assert await auth.headers() == {"Authorization": "Bearer tok-5"}
+        assert login.call_count == 2
+
+
+@pytest.mark.asyncio
+async def test_unauthorized_renews_once_and_later_waiters_reuse_the_new_token() -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        router.post(f"{BASE}/api/auth/login").mock(return_value=issued(1))
+        refresh = router.post(f"{BASE}/api/auth/refresh").mock(return_value=issued(2))
+        auth = session(http, clock)
+        rejected = await auth.headers()
+        results = await asyncio.gather(
+            *(auth.renew_after_unauthorized(rejected) for _ in range(20))
+        )
+        assert all(results)
+        assert refresh.call_count == 1
+        assert await auth.headers() == {"Authorization": "Bearer tok-2"}
+
+
+@pytest.mark.asyncio
+async def test_failed_login_is_not_retried_by_every_poll() -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        login = router.post(f"{BASE}/api/auth/login").mock(
+            return_value=httpx.Response(401, json={"error": "bad password pw-secret"})
+        )
+        auth = session(http, clock)
+        errors = await asyncio.gather(*(auth.headers() for _ in range(30)), return_exceptions=True)
+        assert all(isinstance(e, PollError) and e.reason is Reason.AUTH for e in errors)
+        assert login.call_count == 1
+        assert all("pw-secret" not in str(e) for e in errors)
+
+
+@pytest.mark.asyncio
+async def test_login_budget_is_never_exceeded() -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        login = router.post(f"{BASE}/api/auth/login").mock(
+            return_value=httpx.Response(503, json={})
+        )
+        auth = session(http, clock)
+        for _ in range(100):  # a login every minute, each failing
+            clock.now += 61
+            with pytest.raises(PollError):
+                await auth.headers()
+        # the limiter runs on the loop's clock (no time passed): the bucket size caps the calls
+        assert login.call_count == LOGINS_PER_WINDOW // 2
