@@ -34,7 +34,7 @@ from exporter.webconfig import BasicAuth, WebConfig, tls_context
 
 log = get_logger("exporter.app")
 
-RETRY_DEADLINE_SHARE = 0.5  # retries stop being scheduled after this share of the interval
+RETRY_DEADLINE_SHARE = 0.7  # no retry is scheduled past this share of the interval
 
 
 def make_credential(
@@ -110,15 +110,16 @@ class Exporter:
         self.loaded = loaded
         self.config_path = config_path
         self.state = StateStore()
-        self.registry = CollectorRegistry()
+        self.function_registry = CollectorRegistry()
+        self.function_registry.register(FunctionCollector(self.state))
+        self.registry = CollectorRegistry()  # the exporter's own metrics, rendered per scrape
         self.metrics = ExporterMetrics(self.registry)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.registry.register(FunctionCollector(self.state))
         self._mark_loaded()
         self.server = ExporterHTTPServer(
             listen,
-            CachedExposition(self.registry, lambda: self.state.generation),
+            CachedExposition(self.function_registry, lambda: self.state.generation, self.registry),
             landing_page=lambda: render_landing_page(
                 self.state.snapshot(), format_duration(self.loaded.config.interval)
             ),
@@ -156,6 +157,10 @@ class Exporter:
         )
         http = httpx.AsyncClient(
             limits=limits,
+            # httpx's own default (5 s) would otherwise cut requests shorter than mudbase.timeout
+            timeout=httpx.Timeout(
+                min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE)
+            ),
             headers={"User-Agent": f"mudbase-exporter/{__version__}"},
             follow_redirects=False,
         )

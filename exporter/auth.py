@@ -15,6 +15,7 @@ from typing import Protocol
 from pydantic import SecretStr
 
 from exporter.config import read_token_file
+from exporter.logs import REDACTOR
 
 
 class Credential(Protocol):
@@ -90,6 +91,7 @@ class FileSecret:
         if not value or value == self.value.get_secret_value():
             return False
         self.value = SecretStr(value)
+        REDACTOR.rotate(f"file:{self._path}", value)
         return True
 
 

@@ -20,12 +20,15 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
+    stop_any,
     stop_before_delay,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from exporter.auth import Credential
 from exporter.errors import PollError, Reason
+from exporter.logs import get_logger
 from exporter.upstream import FunctionStats, UpstreamFormatError, parse_logs
 
 
@@ -39,6 +42,8 @@ class RetryPolicy:
 
 RequestObserver = Callable[[str, str], None]
 Sleep = Callable[[float], Awaitable[None]]
+
+log = get_logger("exporter.client")
 
 
 class MudbaseClient:
@@ -84,10 +89,15 @@ class MudbaseClient:
 
     async def _with_retry(self, call: Callable[[], Awaitable[bytes]]) -> bytes:
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._retry.attempts) | stop_before_delay(self._retry.deadline),
+            stop=stop_any(
+                stop_after_attempt(self._retry.attempts),
+                stop_before_delay(self._retry.deadline),
+                _StopIfWaitOver(self._retry.max_wait),
+            ),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, PollError) and e.retryable),
             sleep=self._sleep,
+            before_sleep=_log_retry,
             reraise=True,
         )
         async for attempt in retrying:
@@ -96,9 +106,10 @@ class MudbaseClient:
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _wait(self, state: RetryCallState) -> float:
+        """Retry-After exactly when Mudbase sent one (never earlier), else backoff with jitter."""
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, PollError) and error.retry_after is not None:
-            return min(error.retry_after, self._retry.max_wait)
+            return error.retry_after
         return float(self._backoff(state))
 
     async def _get(self, url: str, endpoint: str, params: dict[str, str]) -> bytes:
@@ -190,3 +201,25 @@ def _retry_after(response: httpx.Response) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
     return None
+
+
+class _StopIfWaitOver(stop_base):
+    """Stop rather than wait longer than max_wait: a long Retry-After fails the poll."""
+
+    def __init__(self, max_wait: float) -> None:
+        self._max_wait = max_wait
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return (retry_state.upcoming_sleep or 0.0) > self._max_wait
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, PollError):
+        log.debug(
+            "retrying",
+            reason=error.reason.value,
+            detail=error.detail,
+            attempt=state.attempt_number,
+            wait=round(state.upcoming_sleep, 3),
+        )

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from exporter.durations import parse_duration
+from exporter.durations import format_duration, parse_duration
 from exporter.targets import FunctionSettings, TargetKey
 
 TOKEN_ENV_VAR = "MUDBASE_TOKEN"  # noqa: S105 - the name of a variable
@@ -245,9 +245,6 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> LoadedConfig
         problems = [_describe(e, raw) for e in err.errors()] + problems
     if problems or config is None:
         raise ConfigError(source, problems)
-    problems += _timing_checks(config)
-    if problems:
-        raise ConfigError(source, problems)
     credentials, problem = _resolve_credentials(config.mudbase, env)
     if problem:
         raise ConfigError(source, [problem])
@@ -298,7 +295,14 @@ def _describe(error: ErrorDetails, raw: dict[str, Any]) -> str:
 
 def _cross_checks(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     """Checks across keys, run on the raw data so they report even when other keys are wrong."""
-    return _token_problems(raw.get("mudbase"), env) + _duplicate_problems(raw.get("targets"))
+    given = raw.get("mudbase")
+    mudbase: dict[str, Any] = given if isinstance(given, dict) else {}
+    return (
+        _token_problems(mudbase, env)
+        + _empty_file_problems(mudbase)
+        + _duplicate_problems(raw.get("targets"))
+        + _timing_problems(raw, mudbase)
+    )
 
 
 _GROUPS = {
@@ -374,12 +378,44 @@ def _duplicate_problems(targets: object) -> list[str]:
     return problems
 
 
-def _timing_checks(config: Config) -> list[str]:
+def _raw_duration(value: object, default: float | None) -> tuple[float | None, str]:
+    """A duration from raw YAML and how to show it; None if absent-without-default or invalid."""
+    if value is None:
+        shown = f"{format_duration(default)} (the default)" if default is not None else ""
+        return default, shown
+    try:
+        return _duration(value), str(value)
+    except ValueError:
+        return None, ""  # reported by the schema check
+
+
+def _timing_problems(raw: dict[str, Any], mudbase: dict[str, Any]) -> list[str]:
+    interval, interval_shown = _raw_duration(raw.get("interval"), 60.0)
+    timeout, timeout_shown = _raw_duration(mudbase.get("timeout"), 10.0)
+    stale, stale_shown = _raw_duration(raw.get("stale_after"), None)
+    if interval is None:
+        return []
     problems = []
-    if config.mudbase.timeout >= config.interval:
-        problems.append("mudbase.timeout: must be shorter than interval")
-    if config.stale_after is not None and config.stale_after < config.interval:
-        problems.append("stale_after: must be at least one interval")
+    if timeout is not None and timeout >= interval:
+        problems.append(
+            f"mudbase.timeout: {timeout_shown} must be shorter than interval ({interval_shown})"
+        )
+    if stale is not None and stale < interval:
+        problems.append(f"stale_after: {stale_shown} must be at least interval ({interval_shown})")
+    return problems
+
+
+def _empty_file_problems(mudbase: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in ("token_file", "password_file", "api_key_file"):
+        path = mudbase.get(key)
+        if isinstance(path, str) and os.access(path, os.R_OK) and os.path.isfile(path):
+            try:
+                empty = not read_token_file(Path(path))
+            except (OSError, UnicodeDecodeError):
+                continue
+            if empty:
+                problems.append(f"mudbase.{key}: the file {path!r} is empty")
     return problems
 
 

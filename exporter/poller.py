@@ -6,6 +6,7 @@ i of n polls at phase i/n of every interval, so there is no thundering herd at e
 """
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -21,6 +22,22 @@ log = get_logger("exporter.poller")
 
 FIRST_ROUND_SPREAD = 10.0  # seconds over which the first poll of every function is spread
 POLL_DEADLINE_SHARE = 0.8  # one poll, retries included, is cut off at this share of the interval
+
+
+def first_poll_delay(phase: float, interval: float) -> float:
+    """The first round is compressed into the first seconds, so the exporter is ready soon."""
+    return phase * min(interval, FIRST_ROUND_SPREAD)
+
+
+def next_poll_time(start: float, phase: float, interval: float, now: float) -> float:
+    """The next tick after `now` of a function at `phase` (0-1) of the interval.
+
+    Ticks are start + (phase + k) * interval for k >= 1: evenly spread, never drifting, and a
+    tick missed (a poll that ran long) is skipped rather than run late twice.
+    """
+    offset = start + phase * interval
+    ticks_passed = math.floor((now - offset) / interval)
+    return offset + max(1, ticks_passed + 1) * interval
 
 
 class Poller:
@@ -68,14 +85,12 @@ class Poller:
 
     async def _run(self, key: TargetKey, start: float, phase: float) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(phase * min(self._interval, FIRST_ROUND_SPREAD))
+        await asyncio.sleep(first_poll_delay(phase, self._interval))
         await self.poll_once(key)
-        tick = 1
         while True:
-            due = start + phase * self._interval + tick * self._interval
+            due = next_poll_time(start, phase, self._interval, loop.time())
             await asyncio.sleep(max(0.0, due - loop.time()))
             await self.poll_once(key)
-            tick = max(tick + 1, int((loop.time() - start) / self._interval))
 
     async def poll_once(self, key: TargetKey) -> None:
         async with self._semaphore:
@@ -113,5 +128,15 @@ class Poller:
             drop_values=reason is Reason.NOT_FOUND,
         )
         first_failure = previous is None or previous.up is not False
-        emit = log.warning if first_failure else log.debug
-        emit("poll failed", target=str(key), reason=reason.value, detail=detail)
+        if first_failure:
+            log.warning("poll failed", target=str(key), reason=reason.value, detail=detail)
+        elif previous is not None and previous.last_error_reason != reason.value:
+            log.info(
+                "poll still failing, for another reason",
+                target=str(key),
+                reason=reason.value,
+                previous=previous.last_error_reason,
+                detail=detail,
+            )
+        else:
+            log.debug("poll failed", target=str(key), reason=reason.value, detail=detail)

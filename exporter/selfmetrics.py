@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter import metrics as m
+from exporter.errors import Reason
 
 BUDGET_WINDOW_SECONDS = 15 * 60
 
@@ -78,6 +79,8 @@ class ExporterMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.upstream_requests = _counter(m.UPSTREAM_REQUESTS, registry)
         self.poll_errors = _counter(m.POLL_ERRORS, registry)
+        for reason in Reason:  # every reason at 0 from the start, so increase() sees the first
+            self.poll_errors.labels(reason.value)
         self.poll_duration = Histogram(
             m.POLL_DURATION.name,
             m.POLL_DURATION.help,

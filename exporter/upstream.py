@@ -3,13 +3,15 @@
 Both `stats` dialects are accepted (UPSTREAM.md): the docs page's
 `successful/failed/successRate/lastRun` and the OpenAPI schema's
 `successfulExecutions/failedExecutions/lastExecution`. Missing or null fields are tolerated;
-a field of the wrong type makes the whole answer a `bad_response`.
+a field of the wrong JSON type makes the whole answer a `bad_response`; a number out of its
+range (a negative count, a success rate above 100) is dropped alone, and the rest published.
 """
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 
 class UpstreamFormatError(ValueError):
@@ -32,16 +34,30 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+def _in_range(low: float, high: float | None = None) -> AfterValidator:
+    """Out of range: treated as missing (no value published), not as a broken answer."""
+
+    def check(value: float | None) -> float | None:
+        if value is None or value < low or (high is not None and value > high):
+            return None
+        return value
+
+    return AfterValidator(check)
+
+
+Count = Annotated[int | None, _in_range(0)]
+
+
 class _Stats(_Model):
-    total_executions: int | None = Field(None, ge=0, alias="totalExecutions")
-    successful: int | None = Field(
-        None, ge=0, validation_alias=AliasChoices("successful", "successfulExecutions")
+    total_executions: Count = Field(None, alias="totalExecutions")
+    successful: Count = Field(
+        None, validation_alias=AliasChoices("successful", "successfulExecutions")
     )
-    failed: int | None = Field(
-        None, ge=0, validation_alias=AliasChoices("failed", "failedExecutions")
+    failed: Count = Field(None, validation_alias=AliasChoices("failed", "failedExecutions"))
+    success_rate: Annotated[float | None, _in_range(0, 100)] = Field(None, alias="successRate")
+    avg_execution_time: Annotated[float | None, _in_range(0)] = Field(
+        None, alias="avgExecutionTime"
     )
-    success_rate: float | None = Field(None, ge=0, le=100, alias="successRate")
-    avg_execution_time: float | None = Field(None, ge=0, alias="avgExecutionTime")
     last_run: datetime | None = Field(
         None, validation_alias=AliasChoices("lastRun", "lastExecution")
     )
@@ -101,11 +117,13 @@ def _unix_time(moment: datetime) -> float:
 
 
 def _success_ratio(stats: _Stats) -> float | None:
+    total = stats.total_executions
+    if total == 0:
+        return None  # no executions: no rate, whatever successRate says (often 0)
     if stats.success_rate is not None:
         return stats.success_rate / 100
-    total = stats.total_executions
-    if not total:
-        return None  # no executions: no rate (and never a division by zero)
+    if total is None:
+        return None
     if stats.successful is not None:
         return min(stats.successful / total, 1.0)
     if stats.failed is not None:

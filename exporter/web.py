@@ -24,6 +24,7 @@ _TEXT = "text/plain; charset=utf-8"
 class ExporterHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog (socketserver's default is 5)
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
     disable_nagle_algorithm = True
+    timeout = 30  # an idle keep-alive connection, or a client gone silent, frees its thread
     protocol_version = "HTTP/1.1"
     server_version = "mudbase-exporter"
 
@@ -134,11 +136,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8", send_body)
 
     def _metrics(self, send_body: bool) -> None:
-        rendered = self.server.exposition.get()
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            self._send(HTTPStatus.OK, rendered.gzipped(), CONTENT_TYPE, send_body, gzipped=True)
-        else:
-            self._send(HTTPStatus.OK, rendered.body, CONTENT_TYPE, send_body)
+        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+        body = self.server.exposition.body(gzipped)
+        self._send(HTTPStatus.OK, body, CONTENT_TYPE, send_body, gzipped=gzipped)
 
     def _send(
         self,

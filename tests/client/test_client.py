@@ -212,8 +212,16 @@ async def test_429_retry_after_seconds_is_honoured() -> None:
 
 
 @pytest.mark.asyncio
-async def test_429_retry_after_is_capped_to_max_wait() -> None:
-    assert await _sleep_after_429({"Retry-After": "3600"}, None) == [RETRY.max_wait]
+async def test_429_retry_after_longer_than_max_wait_fails_without_an_early_retry() -> None:
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(429, headers={"Retry-After": "3600"})
+            h = make(http)
+            err = await poll_error(h)
+    assert err.reason is Reason.RATE_LIMITED
+    assert err.retry_after == 3600
+    assert route.call_count == 1  # never retried before Mudbase allows it
+    assert h.sleep.delays == []
 
 
 @pytest.mark.asyncio

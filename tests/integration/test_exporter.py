@@ -126,12 +126,10 @@ def test_rate_limited_answer_is_retried_after_retry_after_and_served(
     simulator: SimulatorProcess, tmp_path: Path
 ) -> None:
     simulator.put_function("limited", "fn", initial_executions=77, rate_per_minute=0)
-    simulator.set_fault("limited", "fn", "rate_limit", retry_after=1, remaining=1)
+    simulator.set_fault("limited", "fn", "rate_limit", retry_after=2, remaining=1)
     config = write_config(tmp_path, simulator.url, {"limited": ["fn"]}, interval="5s")
-    started = time.monotonic()
     with run_exporter(config) as exporter:
         samples = exporter.metrics()
-        waited = time.monotonic() - started
     assert samples[("mudbase_function_up", fn_labels("limited", "fn"))] == 1
     assert samples[("mudbase_function_executions", fn_labels("limited", "fn"))] == 77
     codes = {
@@ -140,7 +138,24 @@ def test_rate_limited_answer_is_retried_after_retry_after_and_served(
         if name == "mudbase_exporter_upstream_requests_total"
     }
     assert codes == {"429": 1, "200": 1}
-    assert waited >= 1.0  # the Retry-After second was honoured before the retry
+    # the one poll waited out the 2 s Retry-After before its second request
+    assert samples[("mudbase_exporter_poll_duration_seconds_count", ())] == 1
+    assert samples[("mudbase_exporter_poll_duration_seconds_sum", ())] >= 2.0
+
+
+def test_timeout_longer_than_httpx_default_is_honoured(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.put_function("slowish", "fn", initial_executions=9, rate_per_minute=0)
+    simulator.set_fault("slowish", "fn", "latency", latency=6, remaining=1)
+    config = write_config(
+        tmp_path, simulator.url, {"slowish": ["fn"]}, interval="20s", mudbase_extra="  timeout: 9s"
+    )
+    config.write_text(config.read_text().replace("  timeout: 500ms\n", ""))
+    with run_exporter(config) as exporter:
+        samples = exporter.metrics()
+    assert samples[("mudbase_function_up", fn_labels("slowish", "fn"))] == 1
+    assert samples[("mudbase_exporter_poll_errors_total", (("reason", "timeout"),))] == 0
 
 
 def test_sparse_answer_publishes_what_it_has(simulator: SimulatorProcess, tmp_path: Path) -> None:

@@ -50,7 +50,12 @@ INVALID = {
     "invalid-empty-functions.yml": [
         "targets[0].functions: List should have at least 1 item after validation, not 0"
     ],
-    "invalid-timeout-vs-interval.yml": ["mudbase.timeout: must be shorter than interval"],
+    "invalid-timeout-vs-interval.yml": ["mudbase.timeout: 30s must be shorter than interval (30s)"],
+    "invalid-short-interval.yml": [
+        "concurrency: Input should be greater than or equal to 1",
+        "mudbase.timeout: 10s (the default) must be shorter than interval (100ms)",
+        "stale_after: 50ms must be at least interval (100ms)",
+    ],
     "invalid-yaml.yml": ["not valid YAML: expected ',' or '}', but got ':' at line 2, column 8"],
     "invalid-not-mapping.yml": ["the file must be a YAML mapping with a 'targets' key"],
     "invalid-concurrency.yml": ["concurrency: Input should be greater than or equal to 1"],

@@ -110,8 +110,6 @@ def test_numbers_as_strings_are_accepted() -> None:
         (b'{"success": true}', "data"),
         (body({"totalExecutions": "many"}), "data.stats.totalExecutions"),
         (body({"failed": [1]}), "data.stats.failed"),
-        (body({"successRate": 120}), "data.stats.successRate"),
-        (body({"totalExecutions": -1}), "data.stats.totalExecutions"),
         (body({"lastRun": "yesterday"}), "data.stats.lastRun"),
         (body(executions={"not": "a list"}), "data.executions"),
     ],
@@ -125,3 +123,16 @@ def test_malformed_or_wrong_types_are_format_errors(raw: bytes, where: str) -> N
 def test_success_false_is_a_format_error() -> None:
     with pytest.raises(UpstreamFormatError, match="success: false"):
         parse_logs(b'{"success": false, "data": {}}')
+
+
+def test_out_of_range_numbers_are_dropped_alone() -> None:
+    stats = parse_logs(
+        body({"totalExecutions": 10, "failed": -1, "successRate": 120, "avgExecutionTime": -5})
+    )
+    assert stats == FunctionStats(total_executions=10)
+
+
+def test_zero_executions_has_no_ratio_even_with_a_success_rate() -> None:
+    stats = parse_logs(body({"totalExecutions": 0, "successRate": 0}))
+    assert stats.success_ratio is None
+    assert stats.total_executions == 0
