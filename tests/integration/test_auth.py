@@ -1,6 +1,7 @@
 """The token lifecycle against the simulator's real auth endpoints, with short token lifetimes."""
 
 import json
+import re
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,8 @@ def test_login_then_refresh_before_expiry_and_relogin_after_revocation(
     assert "logged in" in logs
     assert "token refresh refused; logging in again" in logs
     assert PASSWORD not in logs
-    assert "rt_" not in logs  # no refresh token in any line
+    assert not re.search(r"\brt_[\w-]{20,}", logs)  # no refresh token in any line
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+", logs)  # no session token either
 
 
 def test_wrong_password_costs_one_login_whatever_the_number_of_targets(

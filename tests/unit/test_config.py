@@ -229,3 +229,9 @@ def test_password_file(tmp_path: Path) -> None:
         NO_ENV,
     )
     assert loaded.credentials == LoginCredentials("a@b.c", SecretStr("file-pw-42"), "file")
+
+
+def test_yaml_is_loaded_safely() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("targets: !!python/object/apply:os.system ['true']", "x.yml", NO_ENV)
+    assert caught.value.problems[0].startswith("not valid YAML: could not determine a constructor")
