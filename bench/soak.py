@@ -45,8 +45,12 @@ FAULT_KINDS = [
 
 
 def post(url: str, body: object) -> None:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
         pass
 
@@ -72,15 +76,31 @@ def sample(label: str) -> dict[str, Any]:
 def start_simulator(targets: int, seed: int) -> tuple[subprocess.Popen[str], str]:
     scenario = Path(f"/tmp/soak-scenario-{os.getpid()}.yaml")
     functions = [
-        {"project": f"p{i // 100}", "id": f"f{i}", "rate_per_minute": 30,
-         "dialect": "openapi" if i % 2 else "docs", "initial_executions": 100}
+        {
+            "project": f"p{i // 100}",
+            "id": f"f{i}",
+            "rate_per_minute": 30,
+            "dialect": "openapi" if i % 2 else "docs",
+            "initial_executions": 100,
+        }
         for i in range(targets)
     ]
     scenario.write_text(json.dumps({"tokens": [TOKEN], "functions": functions}))
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter.simulator.cli", "--listen-address", "127.0.0.1:0",
-         "--scenario", str(scenario), "--seed", str(seed)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "exporter.simulator.cli",
+            "--listen-address",
+            "127.0.0.1:0",
+            "--scenario",
+            str(scenario),
+            "--seed",
+            str(seed),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     assert process.stdout is not None
     url = process.stdout.readline().split("listening on ")[1].strip()
@@ -103,12 +123,14 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         projects: dict[str, list[str]] = {}
         for i in range(args.targets):
             projects.setdefault(f"p{i // 100}", []).append(f"f{i}")
-        targets = "".join(f"  - {{project: {p}, functions: [{', '.join(f)}]}}\n"
-                          for p, f in projects.items())
+        targets = "".join(
+            f"  - {{project: {p}, functions: [{', '.join(f)}]}}\n" for p, f in projects.items()
+        )
         loaded = parse_config(
             f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 2s, retries: 2}}\n"
             f"interval: {args.interval}\nconcurrency: 32\ntargets:\n{targets}",
-            "(soak)", {},
+            "(soak)",
+            {},
         )
         exporter = Exporter(loaded, ("127.0.0.1", 0))
         runner = asyncio.create_task(exporter.run())
@@ -121,7 +143,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         while time.monotonic() < deadline:
             await asyncio.sleep(min(30.0, max(0.0, deadline - time.monotonic())))
             started = time.perf_counter()
-            body = await asyncio.to_thread(lambda: urllib.request.urlopen(scrape).read())  # noqa: S310
+            body = await asyncio.to_thread(lambda: urllib.request.urlopen(scrape).read())
             scrape_ms.append((time.perf_counter() - started) * 1000)
         samples.append(sample("end"))
         metrics = body.decode()
