@@ -25,12 +25,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exporter.app import Exporter  # noqa: E402
-from exporter.config import parse_config  # noqa: E402
-from exporter.logs import configure_logging  # noqa: E402
+from exporter.app import Exporter
+from exporter.config import parse_config
+from exporter.logs import configure_logging
 
 TOKEN = "soak-token-0123456789"
-FAULT_KINDS = [
+FAULT_KINDS: list[dict[str, object]] = [
     {"kind": "status", "status": 503},
     {"kind": "status", "status": 500},
     {"kind": "rate_limit", "retry_after": 1},
@@ -51,7 +51,7 @@ def post(url: str, body: object) -> None:
         method="POST",
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
+    with urllib.request.urlopen(request, timeout=10):
         pass
 
 
