@@ -1,6 +1,7 @@
 # mudbase-exporter: multi-stage build, a venv copied into a slim runtime, non-root user.
 # Build: docker build -t mudbase-exporter .
 # Run:   docker run -p 9717:9717 -e MUDBASE_TOKEN=... -v $PWD/config.yaml:/etc/mudbase-exporter/config.yaml:ro mudbase-exporter
+#        (the image runs as user 10001 and works with --read-only)
 # Demo:  docker run -p 9717:9717 mudbase-exporter --demo
 
 FROM python:3.11-slim-bookworm AS build
@@ -17,8 +18,9 @@ COPY --from=build /opt/venv /opt/venv
 COPY config.example.yaml /etc/mudbase-exporter/config.yaml
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001:10001
+# the default --config.file (config.yaml) resolves here: `docker run IMAGE --config.check` works
+WORKDIR /etc/mudbase-exporter
 EXPOSE 9717
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9717/-/healthy', timeout=3)"]
 ENTRYPOINT ["mudbase-exporter"]
-CMD ["--config.file=/etc/mudbase-exporter/config.yaml"]
