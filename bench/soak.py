@@ -145,6 +145,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             body = await asyncio.to_thread(lambda: urllib.request.urlopen(scrape).read())
             scrape_ms.append((time.perf_counter() - started) * 1000)
+            if len(scrape_ms) % 2 == 0:
+                samples.append(sample(f"minute {len(scrape_ms) // 2}"))
         samples.append(sample("end"))
         metrics = body.decode()
         exporter.request_stop()
@@ -154,7 +156,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "faulty_targets": faulty,
             "interval": args.interval,
             "minutes": args.minutes,
-            "samples": samples,
+            "samples": [samples[0], samples[-1]],
+            "rss_mb_by_minute": [s["rss_mb"] for s in samples[1:-1]],
             "median_scrape_ms": round(statistics.median(scrape_ms), 1),
             "polls": _value(metrics, "mudbase_exporter_poll_duration_seconds_count"),
             "poll_errors": _errors(metrics),
