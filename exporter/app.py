@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from exporter import __version__
 from exporter.auth import ApiKey, Credential, FileToken, StaticToken
+from exporter.budget import RequestBudget, effective_interval
 from exporter.client import MudbaseClient, RequestObserver, RetryPolicy
 from exporter.collector import FunctionCollector
 from exporter.config import (
@@ -29,6 +30,7 @@ from exporter.poller import POLL_DEADLINE_SHARE, Poller
 from exporter.selfmetrics import ExporterMetrics
 from exporter.session import Session
 from exporter.state import StateStore
+from exporter.targets import FunctionSettings, Shard, TargetKey
 from exporter.web import ExporterHTTPServer, start_http_server
 from exporter.webconfig import BasicAuth, WebConfig, tls_context
 
@@ -105,10 +107,12 @@ class Exporter:
         listen: tuple[str, int],
         config_path: str | None = None,
         web: WebConfig | None = None,
+        shard: Shard | None = None,
     ) -> None:
         REDACTOR.add(*secrets_of(loaded.credentials))
         self.loaded = loaded
         self.config_path = config_path
+        self.shard = shard or Shard()
         self.state = StateStore()
         self.function_registry = CollectorRegistry()
         self.function_registry.register(FunctionCollector(self.state))
@@ -150,8 +154,22 @@ class Exporter:
         self.server.shutdown()
         self.server.server_close()
 
+    def _targets(self, loaded: LoadedConfig) -> dict[TargetKey, FunctionSettings]:
+        """The configured functions this replica owns."""
+        return {k: v for k, v in loaded.config.function_settings().items() if self.shard.owns(k)}
+
+    def _budget(self, loaded: LoadedConfig) -> float:
+        return loaded.config.mudbase.request_budget / self.shard.total
+
+    def _interval(self, loaded: LoadedConfig) -> float:
+        return effective_interval(
+            loaded.config.interval, len(self._targets(loaded)), self._budget(loaded)
+        )
+
     def _start(self, loaded: LoadedConfig) -> _Runtime:
         config = loaded.config
+        interval = self._interval(loaded)
+        budget = RequestBudget(self._budget(loaded))
         limits = httpx.Limits(
             max_connections=config.concurrency, max_keepalive_connections=config.concurrency
         )
@@ -178,20 +196,32 @@ class Exporter:
             retry=retry_policy(loaded),
             timeout=min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE),
             on_request=self.metrics.observe_request,
+            budget=budget,
         )
         poller = Poller(
             client,
             self.state,
             self.metrics,
-            interval=config.interval,
+            interval=interval,
             concurrency=config.concurrency,
-            keep_values_for=config.keep_values_for,
+            keep_values_for=max(config.keep_values_for, 3 * interval),
         )
-        poller.apply(config.function_settings())
+        targets = self._targets(loaded)
+        poller.apply(targets)
+        self.metrics.request_budget.set(budget.per_window)
+        if interval > config.interval:
+            log.warning(
+                "interval stretched to stay within the request budget",
+                configured=format_duration(config.interval),
+                effective=format_duration(round(interval)),
+                functions=len(targets),
+                budget_per_15m=round(budget.per_window),
+            )
         log.info(
             "polling started",
-            functions=len(config.function_keys()),
-            interval=format_duration(config.interval),
+            functions=len(targets),
+            shard=f"{self.shard.index}/{self.shard.total}",
+            interval=format_duration(round(interval, 3)),
             url=config.mudbase.url,
         )
         return _Runtime(loaded, http, poller)
@@ -217,8 +247,12 @@ class Exporter:
                 raise ReloadError(str(err)) from None
             REDACTOR.add(*secrets_of(loaded.credentials))
             runtime = self._runtime
-            if runtime is not None and runtime.same_connection(loaded):
-                runtime.poller.apply(loaded.config.function_settings())
+            if (
+                runtime is not None
+                and runtime.same_connection(loaded)
+                and self._interval(loaded) == self._interval(runtime.loaded)
+            ):
+                runtime.poller.apply(self._targets(loaded))
                 runtime.loaded = loaded
             else:
                 if runtime is not None:

@@ -11,6 +11,7 @@ from exporter.config import ConfigError, LoadedConfig, load_config
 from exporter.demo import run_demo
 from exporter.logs import LEVELS, configure_logging, get_logger
 from exporter.summary import config_summary
+from exporter.targets import Shard
 from exporter.web import parse_listen_address
 from exporter.webconfig import WebConfig, load_web_config
 
@@ -48,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="exporter-toolkit web configuration: TLS and basic auth for every endpoint",
     )
     parser.add_argument(
+        "--shard",
+        type=int,
+        default=0,
+        help="this replica's shard, 0 to --total-shards - 1 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--total-shards",
+        dest="total_shards",
+        type=int,
+        default=1,
+        help="replicas sharing the functions by a stable hash; each gets that share of the "
+        "request budget (default %(default)s)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         choices=list(LEVELS),
@@ -78,6 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"mudbase-exporter: --web.listen-address: {err}", file=sys.stderr)
         return 2
+    if not 0 <= args.shard < args.total_shards:
+        print(
+            f"mudbase-exporter: --shard must be between 0 and --total-shards - 1 "
+            f"(got --shard={args.shard} --total-shards={args.total_shards})",
+            file=sys.stderr,
+        )
+        return 2
+    shard = Shard(args.shard, args.total_shards)
     try:
         web = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as err:
@@ -91,16 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mudbase-exporter: {err}", file=sys.stderr)
         return 1
     if args.config_check:
-        print(config_summary(loaded))
+        print(config_summary(loaded, shard))
         return 0
-    return asyncio.run(serve(loaded, listen, args.config_file, web))
+    return asyncio.run(serve(loaded, listen, args.config_file, web, shard))
 
 
 async def serve(
-    loaded: LoadedConfig, listen: tuple[str, int], config_path: str, web: WebConfig | None
+    loaded: LoadedConfig,
+    listen: tuple[str, int],
+    config_path: str,
+    web: WebConfig | None,
+    shard: Shard,
 ) -> int:
     try:
-        exporter = Exporter(loaded, listen, config_path, web)
+        exporter = Exporter(loaded, listen, config_path, web, shard)
     except OSError as err:
         log.error(  # noqa: TRY400 - the reason is the whole story, a traceback adds nothing
             "cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror

@@ -27,6 +27,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from exporter.auth import Credential
+from exporter.budget import RequestBudget
 from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
 from exporter.upstream import FunctionStats, UpstreamFormatError, parse_logs
@@ -57,6 +58,7 @@ class MudbaseClient:
         timeout: float,
         on_request: RequestObserver | None = None,
         sleep: Sleep = asyncio.sleep,
+        budget: RequestBudget | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._auth = auth
@@ -65,6 +67,7 @@ class MudbaseClient:
         self._timeout = timeout
         self._on_request = on_request or (lambda endpoint, code: None)
         self._sleep = sleep
+        self._budget = budget
         self._backoff = wait_exponential_jitter(
             multiplier=retry.initial_backoff, max=retry.max_wait, jitter=retry.initial_backoff
         )
@@ -119,12 +122,17 @@ class MudbaseClient:
             headers = await self._auth.headers()
             response = await self._send(url, endpoint, params, headers)
         if response.status_code != 200:
-            raise error_for_response(response, secrets_in(headers))
+            error = error_for_response(response, secrets_in(headers))
+            if error.retry_after is not None and self._budget is not None:
+                self._budget.pause(error.retry_after)
+            raise error
         return response.content
 
     async def _send(
         self, url: str, endpoint: str, params: dict[str, str], headers: dict[str, str]
     ) -> httpx.Response:
+        if self._budget is not None:
+            await self._budget.acquire()
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._http.get(url, params=params, headers=headers)

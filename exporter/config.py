@@ -113,6 +113,7 @@ class MudbaseSettings(_Strict):
     timeout: Duration = 10.0
     retries: int = Field(default=3, ge=0, le=10)
     max_retry_wait: Duration = 30.0
+    request_budget: int = Field(default=1600, ge=10, le=1_000_000)
 
     @field_validator("url")
     @classmethod

@@ -115,7 +115,14 @@ POLL_DURATION = MetricSpec(
 POLL_INTERVAL = MetricSpec(
     "mudbase_exporter_poll_interval_seconds",
     "gauge",
-    "Configured time between two polls of the same function.",
+    "Time between two polls of the same function: the configured interval, or longer when "
+    "stretched to keep within the request budget.",
+)
+REQUEST_BUDGET = MetricSpec(
+    "mudbase_exporter_request_budget_per_15m",
+    "gauge",
+    "Requests to Mudbase this exporter may send per 15 minutes (mudbase.request_budget, "
+    "divided by --total-shards).",
 )
 TARGETS = MetricSpec(
     "mudbase_exporter_targets",
@@ -160,6 +167,7 @@ ALL_METRICS = (
     POLL_ERRORS,
     POLL_DURATION,
     POLL_INTERVAL,
+    REQUEST_BUDGET,
     TARGETS,
     REQUEST_BUDGET_USED,
     CONFIG_LAST_RELOAD_SUCCESSFUL,

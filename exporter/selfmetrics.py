@@ -88,6 +88,7 @@ class ExporterMetrics:
             registry=registry,
         )
         self.poll_interval = _gauge(m.POLL_INTERVAL, registry)
+        self.request_budget = _gauge(m.REQUEST_BUDGET, registry)
         self.targets = _gauge(m.TARGETS, registry)
         self.config_last_reload_successful = _gauge(m.CONFIG_LAST_RELOAD_SUCCESSFUL, registry)
         self.config_last_reload_success_time = _gauge(m.CONFIG_LAST_RELOAD_SUCCESS_TIME, registry)

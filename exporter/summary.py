@@ -1,7 +1,9 @@
 """The short summary `--config.check` prints: what will be polled and what it costs."""
 
+from exporter.budget import effective_interval
 from exporter.config import Credentials, LoadedConfig, LoginCredentials, TokenCredentials
 from exporter.durations import format_duration
+from exporter.targets import Shard, TargetKey
 
 MUDBASE_BUDGET_PER_15M = 2000
 WINDOW = 15 * 60
@@ -12,29 +14,35 @@ def requests_per_15m(functions: int, interval: float) -> float:
     return functions * WINDOW / interval
 
 
-def config_summary(loaded: LoadedConfig) -> str:
-    config = loaded.config
-    keys = config.function_keys()
-    projects = len({project for project, _ in keys})
+def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
+    config, shard = loaded.config, shard or Shard()
+    keys = [k for k in config.function_settings() if shard.owns(k)]
+    projects = len({key.project for key in keys})
     per_15m = requests_per_15m(len(keys), config.interval)
-    worst = per_15m * (config.mudbase.retries + 1)
+    budget = config.mudbase.request_budget / shard.total
+    interval = effective_interval(config.interval, len(keys), budget)
     lines = [
         f"configuration OK: {loaded.source}",
         f"  mudbase: {config.mudbase.url} ({describe_credentials(loaded.credentials)}), "
         f"timeout {format_duration(config.mudbase.timeout)}, {config.mudbase.retries} retries",
         f"  interval {format_duration(config.interval)}, concurrency {config.concurrency}, "
         f"last values kept {format_duration(config.keep_values_for)} after a failure",
-        f"  {len(keys)} function(s) in {projects} project(s):",
+        f"  {len(keys)} function(s) in {projects} project(s)"
+        + (f", shard {shard.index} of {shard.total}:" if shard.total > 1 else ":"),
     ]
-    lines += [f"    {t.project}: {', '.join(f.id for f in t.functions)}" for t in config.targets]
+    for target in config.targets:
+        mine = [f.id for f in target.functions if shard.owns(TargetKey(target.project, f.id))]
+        if mine:
+            lines.append(f"    {target.project}: {', '.join(mine)}")
     lines.append(
-        f"  requests: {per_15m:.0f} per 15 minutes ({worst:.0f} if every poll retried fully); "
-        f"Mudbase allows {MUDBASE_BUDGET_PER_15M} per 15 minutes per client IP"
+        f"  requests: {per_15m:.0f} per 15 minutes at this interval; request budget "
+        f"{budget:.0f} per 15 minutes (Mudbase allows {MUDBASE_BUDGET_PER_15M} per client IP)"
     )
-    if per_15m > MUDBASE_BUDGET_PER_15M:
+    if interval > config.interval:
         lines.append(
-            "  WARNING: this exceeds Mudbase's default rate limit: raise interval or poll "
-            "fewer functions"
+            f"  the budget stretches the interval to {format_duration(round(interval))}: "
+            "every function is still polled, less often; raise mudbase.request_budget (if "
+            "nothing else shares the IP), poll fewer functions, or shard"
         )
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ Nothing here really sleeps: the client gets a fake `sleep` that records the dela
 for and returns at once.
 """
 
+import asyncio
 import email.utils
 import json
 import os
@@ -18,6 +19,7 @@ import respx
 from pydantic import SecretStr
 
 from exporter.auth import Credential, FileToken, StaticToken
+from exporter.budget import RequestBudget
 from exporter.client import MudbaseClient, RetryPolicy
 from exporter.errors import PollError, Reason
 from exporter.upstream import FunctionStats
@@ -463,3 +465,35 @@ async def test_echoed_token_never_reaches_the_error_message(status: int, field: 
     assert err.status == status
     assert TOKEN not in str(err)
     assert TOKEN not in repr(err)
+
+
+@pytest.mark.asyncio
+async def test_a_429_pauses_requests_for_every_function() -> None:
+    """Mudbase's limit is per client IP: after a 429, no function may send until Retry-After."""
+    loop = asyncio.get_running_loop()
+    sent: list[tuple[str, float]] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.path.split("/")[-2], loop.time()))
+        if len(sent) == 1:
+            return httpx.Response(429, headers={"Retry-After": "1"})
+        return httpx.Response(200, json=DOCS_BODY)
+
+    budget = RequestBudget(100_000)
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            router.get(url__regex=r".*/logs").mock(side_effect=record)
+            client = MudbaseClient(
+                BASE,
+                StaticToken(SecretStr(TOKEN)),
+                http,
+                retry=RetryPolicy(attempts=1, initial_backoff=0.1, max_wait=10, deadline=60),
+                timeout=5,
+                budget=budget,
+            )
+            with pytest.raises(PollError):
+                await client.function_stats(PROJECT, "first")
+            await client.function_stats(PROJECT, "second")
+    (_, limited_at), (function, sent_at) = sent
+    assert function == "second"
+    assert sent_at - limited_at >= 1.0

@@ -1,5 +1,7 @@
+from exporter.budget import effective_interval
 from exporter.config import parse_config
 from exporter.summary import config_summary, requests_per_15m
+from exporter.targets import Shard, TargetKey
 
 
 def test_request_projection() -> None:
@@ -7,7 +9,13 @@ def test_request_projection() -> None:
     assert requests_per_15m(1, 1) == 900
 
 
-def test_summary_warns_over_mudbase_rate_limit() -> None:
+def test_interval_stretches_only_beyond_the_budget() -> None:
+    assert effective_interval(60, 100, 1600) == 60
+    assert effective_interval(60, 1600, 1600) == 900  # 1600 requests a round: one per 15 min
+    assert effective_interval(60, 200, 1600) == 112.5
+
+
+def test_summary_shows_the_stretched_interval() -> None:
     functions = ", ".join(f"f{i}" for i in range(200))
     loaded = parse_config(
         f"targets: [{{project: p, functions: [{functions}]}}]",
@@ -16,6 +24,22 @@ def test_summary_warns_over_mudbase_rate_limit() -> None:
     )
     text = config_summary(loaded)
     assert "200 function(s) in 1 project(s)" in text
-    assert "3000 per 15 minutes (12000 if every poll retried fully)" in text
-    assert "WARNING: this exceeds Mudbase's default rate limit" in text
+    assert "3000 per 15 minutes at this interval; request budget 1600 per 15 minutes" in text
+    assert "the budget stretches the interval to 1m52s" in text
     assert "t0k3n" not in text
+
+
+def test_shards_split_the_functions_and_the_budget() -> None:
+    keys = [TargetKey(f"p{i % 7}", f"f{i}") for i in range(3000)]
+    owners = [[s for s in range(3) if Shard(s, 3).owns(k)] for k in keys]
+    assert all(len(o) == 1 for o in owners)  # every function in exactly one shard
+    sizes = [sum(1 for o in owners if o == [s]) for s in range(3)]
+    assert all(900 < size < 1100 for size in sizes)  # evenly enough
+    assert Shard(1, 3).owns(keys[0]) == Shard(1, 3).owns(TargetKey("p0", "f0"))  # stable
+    functions = ", ".join(f"f{i}" for i in range(30))
+    loaded = parse_config(
+        f"targets: [{{project: p, functions: [{functions}]}}]", "x.yml", {"MUDBASE_TOKEN": "t"}
+    )
+    text = config_summary(loaded, Shard(0, 2))
+    assert "request budget 800 per 15 minutes" in text
+    assert ", shard 0 of 2:" in text

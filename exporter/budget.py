@@ -1,0 +1,50 @@
+"""The request budget: every request to Mudbase goes through one shared rate limiter.
+
+Mudbase limits each client IP to 2000 requests per sliding 15 minutes. The exporter spends at
+most `mudbase.request_budget` of them (default 1600, leaving room for other clients on the same
+IP), through an aiolimiter leaky bucket that holds ten seconds' worth of requests: in any
+15-minute window that is at most the budget plus about 1% (the bucket's size), well inside the
+headroom. A 429's Retry-After pauses every request, not only the function that got it: the
+limit is per IP.
+"""
+
+import asyncio
+
+from aiolimiter import AsyncLimiter
+
+from exporter.logs import get_logger
+
+log = get_logger("exporter.budget")
+
+MUDBASE_WINDOW = 15 * 60.0
+BURST_SECONDS = 10.0
+
+
+def effective_interval(interval: float, requests_per_round: float, budget: float) -> float:
+    """The configured interval, or longer if one round of requests would not fit the budget."""
+    return max(interval, requests_per_round * MUDBASE_WINDOW / budget)
+
+
+class RequestBudget:
+    def __init__(self, requests_per_window: float, window: float = MUDBASE_WINDOW) -> None:
+        self.per_window = requests_per_window
+        rate = requests_per_window / window
+        self._limiter = AsyncLimiter(max(1.0, rate * BURST_SECONDS), BURST_SECONDS)
+        self._paused_until = 0.0
+
+    def __repr__(self) -> str:
+        return f"RequestBudget({self.per_window:g} per 15m)"
+
+    async def acquire(self) -> None:
+        """Wait for a pause to end, then for a slot in the budget."""
+        loop = asyncio.get_running_loop()
+        while (wait := self._paused_until - loop.time()) > 0:  # noqa: ASYNC110 - may grow
+            await asyncio.sleep(wait)
+        await self._limiter.acquire()
+
+    def pause(self, seconds: float) -> None:
+        """Mudbase said 429 with Retry-After: no request from anyone for `seconds`."""
+        until = asyncio.get_running_loop().time() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            log.info("rate limited by Mudbase: pausing every request", seconds=seconds)
