@@ -86,6 +86,7 @@ class _Runtime:
             and mine.interval == theirs.interval
             and mine.concurrency == theirs.concurrency
             and mine.keep_values_for == theirs.keep_values_for
+            and mine.max_age == theirs.max_age
             and self.loaded.credentials == other.credentials
         )
 
@@ -205,9 +206,12 @@ class Exporter:
             interval=interval,
             concurrency=config.concurrency,
             keep_values_for=max(config.keep_values_for, 3 * interval),
+            max_age=config.max_age,
+            budget=budget,
+            shard=self.shard,
         )
         targets = self._targets(loaded)
-        poller.apply(targets)
+        poller.apply(targets, config.project_selectors())
         self.metrics.request_budget.set(budget.per_window)
         if interval > config.interval:
             log.warning(
@@ -220,6 +224,7 @@ class Exporter:
         log.info(
             "polling started",
             functions=len(targets),
+            discovered_projects=len(config.project_selectors()),
             shard=f"{self.shard.index}/{self.shard.total}",
             interval=format_duration(round(interval, 3)),
             url=config.mudbase.url,
@@ -252,7 +257,7 @@ class Exporter:
                 and runtime.same_connection(loaded)
                 and self._interval(loaded) == self._interval(runtime.loaded)
             ):
-                runtime.poller.apply(self._targets(loaded))
+                runtime.poller.apply(self._targets(loaded), loaded.config.project_selectors())
                 runtime.loaded = loaded
             else:
                 if runtime is not None:

@@ -42,6 +42,10 @@ class RequestBudget:
             await asyncio.sleep(wait)
         await self._limiter.acquire()
 
+    def has_capacity(self) -> bool:
+        """Whether a request could go now without waiting (optional work checks this first)."""
+        return self._limiter.has_capacity()
+
     def pause(self, seconds: float) -> None:
         """Mudbase said 429 with Retry-After: no request from anyone for `seconds`."""
         until = asyncio.get_running_loop().time() + seconds

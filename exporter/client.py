@@ -30,7 +30,13 @@ from exporter.auth import Credential
 from exporter.budget import RequestBudget
 from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
-from exporter.upstream import FunctionStats, UpstreamFormatError, parse_logs
+from exporter.upstream import (
+    FunctionPage,
+    FunctionStats,
+    UpstreamFormatError,
+    parse_function_list,
+    parse_logs,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class RetryPolicy:
 
 
 RequestObserver = Callable[[str, str], None]
+LIST_PAGE_SIZE = 100  # the list endpoint's maximum: one request answers for 100 functions
 Sleep = Callable[[float], Awaitable[None]]
 
 log = get_logger("exporter.client")
@@ -87,6 +94,16 @@ class MudbaseClient:
         body = await self._with_retry(lambda: self._get(url, "logs", {"limit": "1"}))
         try:
             return parse_logs(body)
+        except UpstreamFormatError as err:
+            raise PollError(Reason.BAD_RESPONSE, str(err), status=200) from None
+
+    async def function_page(self, project: str, page: int) -> FunctionPage:
+        """One page (100 functions) of the project's function list, with inline stats."""
+        url = f"{self._base_url}/api/functions/projects/{quote(project, safe='')}/functions"
+        params = {"page": str(page), "limit": str(LIST_PAGE_SIZE)}
+        body = await self._with_retry(lambda: self._get(url, "list", params))
+        try:
+            return parse_function_list(body)
         except UpstreamFormatError as err:
             raise PollError(Reason.BAD_RESPONSE, str(err), status=200) from None
 

@@ -68,10 +68,15 @@ class FunctionCollector(Collector):
     def _config_families(targets: list[TargetState]) -> Iterator[GaugeMetricFamily]:
         objective = _family(m.FUNCTION_SLO_OBJECTIVE)
         expected = _family(m.FUNCTION_EXPECTED_RUN_INTERVAL)
+        info = _family(m.FUNCTION_INFO)
         for target in targets:
             labels = [target.key.project, target.key.function]
             objective.add_metric(labels, target.settings.slo_objective)
             if target.settings.expected_run_interval is not None:
                 expected.add_metric(labels, target.settings.expected_run_interval)
+            if target.info is not None:
+                active = "" if target.info.active is None else str(target.info.active).lower()
+                info.add_metric([*labels, target.info.name, target.info.trigger_type, active], 1)
         yield objective
         yield expected
+        yield info

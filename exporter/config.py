@@ -20,11 +20,12 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
 from exporter.durations import format_duration, parse_duration
-from exporter.targets import FunctionSettings, TargetKey
+from exporter.targets import FunctionSettings, ProjectSelector, TargetKey
 
 TOKEN_ENV_VAR = "MUDBASE_TOKEN"  # noqa: S105 - the name of a variable
 DEFAULT_URL = "https://cloud.mudbase.dev"
@@ -92,11 +93,49 @@ def _function_entry(value: object) -> object:
 FunctionEntry = Annotated[FunctionSpec, BeforeValidator(_function_entry)]
 
 
+def _regex(value: object) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"invalid regular expression {value!r}: give a string")  # noqa: TRY004
+    try:
+        return re.compile(value)
+    except re.error as err:
+        raise ValueError(f"invalid regular expression {value!r}: {err}") from None
+
+
+Regex = Annotated[re.Pattern[str] | None, BeforeValidator(_regex)]
+
+
 class TargetSpec(_Overrides):
-    """A project and the functions of it to poll."""
+    """A project and the functions of it to poll: a list of IDs, or `all` (discovered)."""
 
     project: ResourceId
-    functions: list[FunctionEntry] = Field(min_length=1)
+    functions: Literal["all"] | list[FunctionEntry]
+    include: Regex = None
+    exclude: Regex = None
+    active_only: bool = False
+
+    @field_validator("functions", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if isinstance(value, list) and not value:
+            raise ValueError("list at least one function ID, or write `functions: all`")
+        if isinstance(value, str) and value != "all":
+            raise ValueError(f"{value!r}: give a list of function IDs, or `all`")
+        return value
+
+    @model_validator(mode="after")
+    def _selection_needs_all(self) -> "TargetSpec":
+        if self.functions != "all" and (
+            self.include is not None or self.exclude is not None or self.active_only
+        ):
+            raise ValueError("include, exclude and active_only need `functions: all`")
+        return self
+
+    @property
+    def listed(self) -> list[FunctionSpec]:
+        return [] if self.functions == "all" else self.functions
 
 
 class MudbaseSettings(_Strict):
@@ -138,6 +177,7 @@ class Config(_Strict):
     concurrency: int = Field(default=8, ge=1, le=256)
     stale_after: Duration | None = None
     slo_objective: Objective = 0.99
+    max_age: Duration = 600.0
     targets: list[TargetSpec] = Field(min_length=1)
 
     @property
@@ -146,7 +186,23 @@ class Config(_Strict):
         return self.stale_after if self.stale_after is not None else 3 * self.interval
 
     def function_keys(self) -> list[tuple[str, str]]:
-        return [(t.project, f.id) for t in self.targets for f in t.functions]
+        return [(t.project, f.id) for t in self.targets for f in t.listed]
+
+    def project_selectors(self) -> list[ProjectSelector]:
+        """The `functions: all` targets: projects whose functions are discovered."""
+        return [
+            ProjectSelector(
+                t.project,
+                FunctionSettings(
+                    _first(t.slo_objective, self.slo_objective), t.expected_run_interval
+                ),
+                t.include,
+                t.exclude,
+                t.active_only,
+            )
+            for t in self.targets
+            if t.functions == "all"
+        ]
 
     def function_settings(self) -> dict[TargetKey, FunctionSettings]:
         """Every function with its settings: its own, else its target's, else the default."""
@@ -159,7 +215,7 @@ class Config(_Strict):
                 or target.expected_run_interval,
             )
             for target in self.targets
-            for function in target.functions
+            for function in target.listed
         }
 
 
@@ -243,7 +299,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> LoadedConfig
     try:
         config = Config.model_validate(raw)
     except ValidationError as err:
-        problems = [_describe(e, raw) for e in err.errors()] + problems
+        problems = [_describe(e, raw) for e in err.errors() if _relevant(e, raw)] + problems
     if problems or config is None:
         raise ConfigError(source, problems)
     credentials, problem = _resolve_credentials(config.mudbase, env)
@@ -278,8 +334,23 @@ def _lookup(raw: object, loc: tuple[int | str, ...]) -> object:
     return raw
 
 
+def _relevant(error: ErrorDetails, raw: dict[str, Any]) -> bool:
+    """`functions` is `all` or a list: keep only the errors of the branch the file used."""
+    loc = error["loc"]
+    for i, part in enumerate(loc):
+        if part == "literal['all']":
+            return not isinstance(_lookup(raw, loc[:i]), list)
+        if isinstance(part, str) and part.startswith("list["):
+            return isinstance(_lookup(raw, loc[:i]), list)
+    return True
+
+
 def _describe(error: ErrorDetails, raw: dict[str, Any]) -> str:
-    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(
+        p
+        for p in error["loc"]
+        if not (isinstance(p, str) and p.startswith(("function-", "list[", "literal[")))
+    )
     if loc and loc[-1] == "id" and isinstance(_lookup(raw, loc[:-1]), str):
         loc = loc[:-1]  # a bare function ID: name the list entry, not the implied `id` key
     kind = error["type"]
@@ -363,8 +434,18 @@ def _duplicate_problems(targets: object) -> list[str]:
         return []
     seen: dict[tuple[str, str], str] = {}
     problems = []
+    projects: dict[str, tuple[str, bool]] = {}  # project -> (first place, whether `all`)
     for t_index, target in enumerate(targets):
-        if not isinstance(target, dict) or not isinstance(target.get("functions"), list):
+        if not isinstance(target, dict):
+            continue
+        project, is_all = str(target.get("project")), target.get("functions") == "all"
+        if project in projects and (is_all or projects[project][1]):
+            problems.append(
+                f"targets[{t_index}].project: {project} is also listed at "
+                f"{projects[project][0]}; with `functions: all` a project is listed once"
+            )
+        projects.setdefault(project, (f"targets[{t_index}]", is_all))
+        if not isinstance(target.get("functions"), list):
             continue
         for f_index, entry in enumerate(target["functions"]):
             function = entry.get("id") if isinstance(entry, dict) else entry

@@ -82,6 +82,14 @@ FUNCTION_EXPECTED_RUN_INTERVAL = MetricSpec(
     FUNCTION_LABELS,
 )
 
+FUNCTION_INFO = MetricSpec(
+    "mudbase_function_info",
+    "gauge",
+    "Always 1: the function's name, trigger type and active flag, from Mudbase's function list "
+    "(functions discovered with `functions: all`).",
+    (*FUNCTION_LABELS, "name", "trigger_type", "active"),
+)
+
 FUNCTION_VALUE_METRICS = (
     FUNCTION_EXECUTIONS,
     FUNCTION_FAILED_EXECUTIONS,
@@ -90,7 +98,7 @@ FUNCTION_VALUE_METRICS = (
     FUNCTION_LAST_RUN,
 )
 FUNCTION_HEALTH_METRICS = (FUNCTION_UP, FUNCTION_LAST_SUCCESS)
-FUNCTION_CONFIG_METRICS = (FUNCTION_SLO_OBJECTIVE, FUNCTION_EXPECTED_RUN_INTERVAL)
+FUNCTION_CONFIG_METRICS = (FUNCTION_SLO_OBJECTIVE, FUNCTION_EXPECTED_RUN_INTERVAL, FUNCTION_INFO)
 
 # The exporter's own health.
 UPSTREAM_REQUESTS = MetricSpec(

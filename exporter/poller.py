@@ -8,19 +8,22 @@ i of n polls at phase i/n of every interval, so there is no thundering herd at e
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
+from exporter.budget import RequestBudget
 from exporter.client import MudbaseClient
+from exporter.config import ID_PATTERN
 from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore
-from exporter.targets import FunctionSettings, TargetKey
-from exporter.upstream import FunctionStats
+from exporter.targets import FunctionInfo, FunctionSettings, ProjectSelector, Shard, TargetKey
+from exporter.upstream import FunctionStats, FunctionSummary
 
 log = get_logger("exporter.poller")
 
 FIRST_ROUND_SPREAD = 10.0  # seconds over which the first poll of every function is spread
+MAX_LIST_PAGES = 1000  # 100,000 functions in one project: beyond that, shard
 POLL_DEADLINE_SHARE = 0.8  # one poll, retries included, is cut off at this share of the interval
 
 
@@ -50,6 +53,9 @@ class Poller:
         interval: float,
         concurrency: int,
         keep_values_for: float,
+        max_age: float = 600.0,
+        budget: RequestBudget | None = None,
+        shard: Shard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -59,29 +65,147 @@ class Poller:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._keep_values_for = keep_values_for
         self._clock = clock
+        self._max_age = max_age
+        self._budget = budget
+        self._shard = shard or Shard()
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
+        self._project_tasks: dict[str, asyncio.Task[None]] = {}
+        self._selectors: dict[str, ProjectSelector] = {}
+        self._seen: dict[TargetKey, tuple[object, ...]] = {}  # stats when logs were last fetched
+        self._logs_at: dict[TargetKey, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
-    def apply(self, targets: Mapping[TargetKey, FunctionSettings]) -> None:
-        """Poll exactly these functions: start the new ones, stop the removed ones."""
+    def apply(
+        self,
+        targets: Mapping[TargetKey, FunctionSettings],
+        projects: Sequence[ProjectSelector] = (),
+    ) -> None:
+        """Poll exactly these functions and projects: start new ones, stop removed ones."""
         wanted = sorted(targets)
-        self._state.set_targets(targets)
-        for key in set(self._tasks) - set(wanted):
-            self._tasks.pop(key).cancel()
+        self._selectors = {p.project: p for p in projects}
+        self._state.set_targets(targets, discovered_projects=list(self._selectors))
         loop = asyncio.get_running_loop()
         start = loop.time()
+        for key in set(self._tasks) - set(wanted):
+            self._tasks.pop(key).cancel()
         for index, key in enumerate(wanted):
             if key not in self._tasks:
                 phase = index / len(wanted)
                 self._tasks[key] = asyncio.create_task(self._run(key, start, phase), name=str(key))
+        for project in set(self._project_tasks) - set(self._selectors):
+            self._project_tasks.pop(project).cancel()
+        for index, project in enumerate(sorted(self._selectors)):
+            if project not in self._project_tasks:
+                phase = index / len(self._selectors)
+                self._project_tasks[project] = asyncio.create_task(
+                    self._run_project(project, start, phase), name=f"project {project}"
+                )
         self._metrics.targets.set(len(wanted))
         self._metrics.poll_interval.set(self._interval)
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._project_tasks.values(), *self._background]
         self._tasks.clear()
+        self._project_tasks.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_project(self, project: str, start: float, phase: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(first_poll_delay(phase, self._interval))
+        await self.poll_project(project)
+        while True:
+            due = next_poll_time(start, phase, self._interval, loop.time())
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            await self.poll_project(project)
+
+    async def poll_project(self, project: str) -> None:
+        """List the project (one request per 100 functions) and publish every function's stats
+        from it; fetch the logs only of functions that changed, or not fetched for max_age."""
+        selector = self._selectors.get(project)
+        if selector is None:
+            return
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._interval * POLL_DEADLINE_SHARE):
+                summaries = await self._list(project)
+        except PollError as err:
+            self._project_failed(project, err.reason, err.detail)
+            return
+        except TimeoutError:
+            self._project_failed(project, Reason.TIMEOUT, "listing exceeded its deadline")
+            return
+        except Exception as err:  # a bug must not stop the other projects
+            log.exception("unexpected error while listing", project=project)
+            self._project_failed(project, Reason.INTERNAL, type(err).__name__)
+            return
+        finally:
+            self._metrics.poll_duration.observe(time.monotonic() - started)
+        self._publish(selector, summaries)
+
+    async def _list(self, project: str) -> list[FunctionSummary]:
+        summaries: list[FunctionSummary] = []
+        page, pages = 1, 1
+        while page <= pages:
+            async with self._semaphore:
+                answer = await self._client.function_page(project, page)
+            summaries += answer.functions
+            pages = min(answer.total_pages, MAX_LIST_PAGES)
+            page += 1
+        return summaries
+
+    def _publish(self, selector: ProjectSelector, summaries: list[FunctionSummary]) -> None:
+        found: dict[TargetKey, FunctionSummary] = {}
+        for summary in summaries:
+            key = TargetKey(selector.project, summary.id)
+            if not ID_PATTERN.match(summary.id):
+                log.debug("ignoring a function ID that is not a plain ID", target=str(key))
+            elif selector.selects(summary.id, summary.name, summary.active) and self._shard.owns(
+                key
+            ):
+                found[key] = summary
+        gone = self._state.sync_project(
+            selector.project,
+            {
+                key: (selector.settings, FunctionInfo(s.name, s.trigger_type, s.active))
+                for key, s in found.items()
+            },
+        )
+        for key in gone:
+            self._seen.pop(key, None)
+            self._logs_at.pop(key, None)
+        now = self._clock()
+        for key, summary in found.items():
+            self._state.record_success(key, summary.stats, now)
+        self._fetch_changed_logs(found, now)
+
+    def _fetch_changed_logs(self, found: Mapping[TargetKey, FunctionSummary], now: float) -> None:
+        """Logs only where the listed stats moved (or max_age passed), within the budget."""
+        due = [
+            key
+            for key, summary in found.items()
+            if self._seen.get(key) != _fingerprint(summary.stats)
+            or now - self._logs_at.get(key, -math.inf) >= self._max_age
+        ]
+        due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
+        for key in due:
+            if self._budget is not None and not self._budget.has_capacity():
+                break  # the rest waits for a later round; the list keeps their stats fresh
+            self._seen[key] = _fingerprint(found[key].stats)
+            self._logs_at[key] = now
+            task = asyncio.create_task(self.poll_once(key), name=f"logs {key}")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _project_failed(self, project: str, reason: Reason, detail: str) -> None:
+        self._state.project_attempted(project)
+        keys = self._state.keys_of(project)
+        if not keys:
+            self._metrics.poll_errors.labels(reason.value).inc()
+            log.warning("listing failed", project=project, reason=reason.value, detail=detail)
+        for key in keys:
+            self._failed(key, reason, detail)
 
     async def _run(self, key: TargetKey, start: float, phase: float) -> None:
         loop = asyncio.get_running_loop()
@@ -111,7 +235,7 @@ class Poller:
                 self._metrics.poll_duration.observe(time.monotonic() - started)
 
     def _succeeded(self, key: TargetKey, stats: FunctionStats) -> None:
-        previous = self._state.snapshot().get(key)
+        previous = self._state.get(key)
         self._state.record_success(key, stats, self._clock())
         if previous is not None and previous.up is False:
             log.info("poll recovered", target=str(key), failures=previous.consecutive_failures)
@@ -140,3 +264,8 @@ class Poller:
             )
         else:
             log.debug("poll failed", target=str(key), reason=reason.value, detail=detail)
+
+
+def _fingerprint(stats: FunctionStats) -> tuple[object, ...]:
+    """What tells that a function ran since the last look: its counts and last run."""
+    return (stats.total_executions, stats.failed_executions, stats.last_run_timestamp)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from exporter.targets import FunctionSettings, TargetKey
+from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 
 __all__ = ["FunctionSettings", "StateStore", "TargetKey", "TargetState"]
@@ -28,6 +28,7 @@ class TargetState:
     last_error_reason: str | None = None
     last_error_time: float | None = None
     consecutive_failures: int = 0
+    info: FunctionInfo | None = None  # from the list endpoint, for discovered functions
 
     @property
     def polled(self) -> bool:
@@ -39,24 +40,65 @@ class StateStore:
         self._lock = threading.Lock()
         self._targets: dict[TargetKey, TargetState] = {}
         self._generation = 0
+        self._projects_expected: set[str] = set()
+        self._projects_listed: set[str] = set()
 
     @property
     def generation(self) -> int:
         return self._generation
 
     def set_targets(
-        self, targets: Iterable[TargetKey] | Mapping[TargetKey, FunctionSettings]
+        self,
+        targets: Iterable[TargetKey] | Mapping[TargetKey, FunctionSettings],
+        discovered_projects: Iterable[str] = (),
     ) -> None:
-        """Track exactly these targets: new ones start empty, known ones keep their state."""
+        """Track exactly these targets, plus what was discovered in `discovered_projects`.
+
+        New targets start empty; known ones keep their state (no gap in their series).
+        """
         wanted = (
             targets if isinstance(targets, Mapping) else dict.fromkeys(targets, DEFAULT_SETTINGS)
         )
+        projects = set(discovered_projects)
         with self._lock:
+            kept = {k: s for k, s in self._targets.items() if k.project in projects}
             self._targets = {
                 key: replace(self._targets.get(key) or TargetState(key), settings=wanted[key])
-                for key in sorted(wanted)
-            }
+                for key in wanted
+            } | kept
+            self._targets = dict(sorted(self._targets.items()))
+            self._projects_expected = projects
+            self._projects_listed &= projects
             self._generation += 1
+
+    def sync_project(
+        self, project: str, found: Mapping[TargetKey, tuple[FunctionSettings, FunctionInfo]]
+    ) -> list[TargetKey]:
+        """A project was listed: add its new functions, drop the ones gone; the removed keys."""
+        with self._lock:
+            gone = [k for k in self._targets if k.project == project and k not in found]
+            for key in gone:
+                del self._targets[key]
+            for key, (settings, info) in found.items():
+                current = self._targets.get(key) or TargetState(key)
+                self._targets[key] = replace(current, settings=settings, info=info)
+            self._targets = dict(sorted(self._targets.items()))
+            self._projects_listed.add(project)
+            self._generation += 1
+            return gone
+
+    def project_attempted(self, project: str) -> None:
+        """A project's list failed: it counts as polled once, for readiness."""
+        with self._lock:
+            self._projects_listed.add(project)
+
+    def get(self, key: TargetKey) -> TargetState | None:
+        with self._lock:
+            return self._targets.get(key)
+
+    def keys_of(self, project: str) -> list[TargetKey]:
+        with self._lock:
+            return [k for k in self._targets if k.project == project]
 
     def record_success(self, key: TargetKey, stats: FunctionStats, now: float) -> None:
         with self._lock:
@@ -97,8 +139,10 @@ class StateStore:
     def ready(self) -> bool:
         """True once every configured target has been polled at least once."""
         with self._lock:
+            if self._projects_expected - self._projects_listed:
+                return False
             targets = self._targets.values()
-            return bool(targets) and all(state.polled for state in targets)
+            return bool(targets or self._projects_expected) and all(s.polled for s in targets)
 
     def touch(self) -> None:
         """Mark a change outside the targets (a config reload) so /metrics re-renders."""

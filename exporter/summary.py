@@ -1,7 +1,13 @@
 """The short summary `--config.check` prints: what will be polled and what it costs."""
 
 from exporter.budget import effective_interval
-from exporter.config import Credentials, LoadedConfig, LoginCredentials, TokenCredentials
+from exporter.config import (
+    Credentials,
+    LoadedConfig,
+    LoginCredentials,
+    TargetSpec,
+    TokenCredentials,
+)
 from exporter.durations import format_duration
 from exporter.targets import Shard, TargetKey
 
@@ -31,9 +37,20 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
         + (f", shard {shard.index} of {shard.total}:" if shard.total > 1 else ":"),
     ]
     for target in config.targets:
-        mine = [f.id for f in target.functions if shard.owns(TargetKey(target.project, f.id))]
+        if target.functions == "all":
+            lines.append(f"    {target.project}: all functions{_selection(target)}")
+            continue
+        mine = [f.id for f in target.listed if shard.owns(TargetKey(target.project, f.id))]
         if mine:
             lines.append(f"    {target.project}: {', '.join(mine)}")
+    selectors = config.project_selectors()
+    if selectors:
+        lines.append(
+            f"  discovery: {len(selectors)} project(s) listed every "
+            f"{format_duration(config.interval)}, one request per 100 functions; their stats "
+            "come from the list; logs only for functions that changed, and at least every "
+            f"{format_duration(config.max_age)}"
+        )
     lines.append(
         f"  requests: {per_15m:.0f} per 15 minutes at this interval; request budget "
         f"{budget:.0f} per 15 minutes (Mudbase allows {MUDBASE_BUDGET_PER_15M} per client IP)"
@@ -54,3 +71,14 @@ def describe_credentials(credentials: Credentials) -> str:
         return f"login as {credentials.email}, password from {where[credentials.source]}"
     what = "token" if isinstance(credentials, TokenCredentials) else "API key"
     return f"{what} from {where[credentials.source]}"
+
+
+def _selection(target: TargetSpec) -> str:
+    parts = []
+    if target.include is not None:
+        parts.append(f"matching {target.include.pattern!r}")
+    if target.exclude is not None:
+        parts.append(f"not matching {target.exclude.pattern!r}")
+    if target.active_only:
+        parts.append("active only")
+    return f" ({', '.join(parts)})" if parts else ""

@@ -1,6 +1,7 @@
 """What identifies a polled function, and the per-function settings from the config."""
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 
@@ -37,3 +38,36 @@ class Shard:
             return True
         digest = hashlib.sha256(f"{key.project}/{key.function}".encode()).digest()
         return int.from_bytes(digest[:8], "big") % self.total == self.index
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """What the list endpoint says a function is (for mudbase_function_info)."""
+
+    name: str
+    trigger_type: str
+    active: bool | None
+
+
+@dataclass(frozen=True)
+class ProjectSelector:
+    """`functions: all` for a project: which of its listed functions to poll."""
+
+    project: str
+    settings: FunctionSettings
+    include: re.Pattern[str] | None = None
+    exclude: re.Pattern[str] | None = None
+    active_only: bool = False
+
+    def selects(self, function_id: str, name: str, active: bool | None) -> bool:
+        """Include and exclude match the function ID or its name (re.search)."""
+        if self.active_only and active is False:
+            return False
+        if self.include is not None and not (
+            self.include.search(function_id) or self.include.search(name)
+        ):
+            return False
+        return not (
+            self.exclude is not None
+            and (self.exclude.search(function_id) or self.exclude.search(name))
+        )

@@ -90,6 +90,73 @@ def parse_logs(body: bytes) -> FunctionStats:
     return _to_function_stats(stats, newest)
 
 
+class _Trigger(_Model):
+    type: str | None = None
+
+
+class _FunctionSummary(_Model):
+    id: str = Field(alias="_id")
+    name: str | None = None
+    is_active: bool | None = Field(None, alias="isActive")
+    trigger: _Trigger | None = None
+    stats: _Stats | None = None
+
+
+class _Pagination(_Model):
+    page: int | None = None
+    total_pages: int | None = Field(None, alias="totalPages")
+    total: int | None = None
+
+
+class _ListData(_Model):
+    functions: list[_FunctionSummary]
+    pagination: _Pagination | None = None
+
+
+class _ListEnvelope(_Model):
+    success: bool | None = None
+    data: _ListData
+
+
+@dataclass(frozen=True)
+class FunctionSummary:
+    """One function from the list endpoint: what it is, and its stats (OpenAPI dialect)."""
+
+    id: str
+    name: str
+    active: bool | None
+    trigger_type: str
+    stats: FunctionStats
+
+
+@dataclass(frozen=True)
+class FunctionPage:
+    functions: list[FunctionSummary]
+    total_pages: int
+
+
+def parse_function_list(body: bytes) -> FunctionPage:
+    """One page of the list endpoint; UpstreamFormatError if it is not the documented shape."""
+    try:
+        envelope = _ListEnvelope.model_validate_json(body)
+    except ValidationError as err:
+        raise UpstreamFormatError(_summarise(err)) from None
+    if envelope.success is False:
+        raise UpstreamFormatError("answer says success: false")
+    functions = [
+        FunctionSummary(
+            id=f.id,
+            name=f.name or f.id,
+            active=f.is_active,
+            trigger_type=(f.trigger.type if f.trigger and f.trigger.type else "unknown"),
+            stats=_to_function_stats(f.stats or _Stats.model_validate({}), None),
+        )
+        for f in envelope.data.functions
+    ]
+    pages = envelope.data.pagination.total_pages if envelope.data.pagination else None
+    return FunctionPage(functions, pages or 1)
+
+
 def _newest_execution(executions: list[_Execution]) -> datetime | None:
     times = [e.executed_at for e in executions if e.executed_at is not None]
     return max(times) if times else None

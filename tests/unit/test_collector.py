@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.collector import FunctionCollector
 from exporter.state import StateStore
-from exporter.targets import FunctionSettings, TargetKey
+from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 
 GOLDEN = Path(__file__).resolve().parent.parent / "testdata" / "golden" / "functions.txt"
@@ -26,6 +26,7 @@ EXPIRED = TargetKey("ops", "expired")
 DELETED = TargetKey("ops", "deleted")
 PENDING = TargetKey("ops", "pending")
 QUOTED = TargetKey('we"ird', "fn")
+DISCOVERED = TargetKey("disc", "hello")
 
 
 def build_state() -> StateStore:
@@ -33,7 +34,10 @@ def build_state() -> StateStore:
     default = FunctionSettings(slo_objective=0.99)
     settings = dict.fromkeys([HEALTHY, SPARSE, FAILING, EXPIRED, DELETED, PENDING, QUOTED], default)
     settings[SPARSE] = FunctionSettings(slo_objective=0.999, expected_run_interval=3600)
-    state.set_targets(settings)
+    state.set_targets(settings, discovered_projects=["disc"])
+    found = {DISCOVERED: (default, FunctionInfo('Say "hi"', "http", True))}
+    state.sync_project("disc", found)
+    state.record_success(DISCOVERED, FunctionStats(total_executions=3), now=1000.0)
     for key in (HEALTHY, FAILING, EXPIRED, DELETED, QUOTED):
         state.record_success(key, FULL, now=1000.0)
     state.record_success(SPARSE, FunctionStats(total_executions=7), now=1000.0)

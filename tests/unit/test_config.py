@@ -48,7 +48,15 @@ INVALID = {
     ],
     "invalid-no-targets.yml": ["targets: required key is missing"],
     "invalid-empty-functions.yml": [
-        "targets[0].functions: List should have at least 1 item after validation, not 0"
+        "targets[0].functions: list at least one function ID, or write `functions: all`"
+    ],
+    "invalid-discovery.yml": [
+        "targets[0].include: invalid regular expression '(unclosed': missing ), unterminated "
+        "subpattern at position 0",
+        "targets[1].functions: 'some': give a list of function IDs, or `all`",
+        "targets[2]: include, exclude and active_only need `functions: all`",
+        "targets[3].project: shop is also listed at targets[0]; with `functions: all` a "
+        "project is listed once",
     ],
     "invalid-timeout-vs-interval.yml": ["mudbase.timeout: 30s must be shorter than interval (30s)"],
     "invalid-short-interval.yml": [
@@ -235,3 +243,24 @@ def test_yaml_is_loaded_safely() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config("targets: !!python/object/apply:os.system ['true']", "x.yml", NO_ENV)
     assert caught.value.problems[0].startswith("not valid YAML: could not determine a constructor")
+
+
+def test_functions_all_builds_a_project_selector() -> None:
+    loaded = parse_config(
+        "slo_objective: 0.95\nmax_age: 5m\ntargets:\n"
+        "  - {project: shop, functions: all, include: '^checkout|pay', exclude: test,"
+        " active_only: true, slo_objective: 0.999}\n"
+        "  - {project: ops, functions: [backup]}\n",
+        "x.yml",
+        {"MUDBASE_TOKEN": "t"},
+    )
+    (selector,) = loaded.config.project_selectors()
+    assert selector.project == "shop"
+    assert selector.settings == FunctionSettings(0.999, None)
+    assert loaded.config.max_age == 300
+    assert loaded.config.function_keys() == [("ops", "backup")]
+    assert selector.selects("checkout-v2", "Checkout", active=True)
+    assert selector.selects("fn1", "pay invoices", active=None)
+    assert not selector.selects("checkout-test", "Checkout", active=True)
+    assert not selector.selects("checkout", "Checkout", active=False)
+    assert not selector.selects("refund", "Refund", active=True)
