@@ -122,21 +122,36 @@ class Exporter:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._mark_loaded()
+        self.exposition = CachedExposition(
+            self.function_registry, lambda: self.state.generation, self.registry
+        )
+        self.state.subscribe(self.exposition.notify)
         self.server = ExporterHTTPServer(
             listen,
-            CachedExposition(self.function_registry, lambda: self.state.generation, self.registry),
+            self.exposition,
             landing_page=lambda: render_landing_page(
                 self.state.snapshot(), format_duration(self.loaded.config.interval)
             ),
-            ready=self.state.ready,
+            ready=self._ready,
             reload=self.reload_from_thread,
             tls=tls_context(web.tls_server_config) if web and web.tls_server_config else None,
             auth=BasicAuth(web.basic_auth_users) if web else None,
         )
+        self._ready_from: int | None = None
+        self._ready_latched = False
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._runtime: _Runtime | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _ready(self) -> bool:
+        """Every function polled once, and that visible on /metrics; then ready for good."""
+        if not self._ready_latched and self.state.ready():
+            if self._ready_from is None:
+                self._ready_from = self.state.generation
+                self.exposition.notify()
+            self._ready_latched = self.exposition.rendered_generation() >= self._ready_from
+        return self._ready_latched
 
     @property
     def port(self) -> int:
@@ -147,6 +162,7 @@ class Exporter:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.exposition.start()
         start_http_server(self.server)
         self._runtime = self._start(self.loaded)
         await self._stop.wait()
@@ -154,6 +170,7 @@ class Exporter:
         await self._runtime.close()
         self.server.shutdown()
         self.server.server_close()
+        self.exposition.stop()
 
     def _targets(self, loaded: LoadedConfig) -> dict[TargetKey, FunctionSettings]:
         """The configured functions this replica owns."""

@@ -9,14 +9,18 @@ limit is per IP.
 """
 
 import asyncio
+from contextvars import ContextVar
 
 from aiolimiter import AsyncLimiter
 
+from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
 
 log = get_logger("exporter.budget")
 
 MUDBASE_WINDOW = 15 * 60.0
+# The event-loop time by which the current poll must end; set by the poller for its task.
+POLL_DEADLINE: ContextVar[float | None] = ContextVar("POLL_DEADLINE", default=None)
 BURST_SECONDS = 10.0
 
 
@@ -36,9 +40,19 @@ class RequestBudget:
         return f"RequestBudget({self.per_window:g} per 15m)"
 
     async def acquire(self) -> None:
-        """Wait for a pause to end, then for a slot in the budget."""
+        """Wait for a pause to end, then for a slot in the budget.
+
+        A poll whose deadline (POLL_DEADLINE) comes before the pause ends fails at once as
+        `rate_limited`, rather than waiting and then timing out.
+        """
         loop = asyncio.get_running_loop()
-        while (wait := self._paused_until - loop.time()) > 0:  # noqa: ASYNC110 - may grow
+        deadline = POLL_DEADLINE.get()
+        while (wait := self._paused_until - loop.time()) > 0:
+            if deadline is not None and self._paused_until > deadline:
+                raise PollError(
+                    Reason.RATE_LIMITED,
+                    f"every request paused for {wait:.0f}s by a 429 from Mudbase",
+                )
             await asyncio.sleep(wait)
         await self._limiter.acquire()
 

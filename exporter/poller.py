@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from exporter.budget import RequestBudget
+from exporter.budget import POLL_DEADLINE, RequestBudget
 from exporter.client import MudbaseClient
 from exporter.config import ID_PATTERN
 from exporter.errors import PollError, Reason
@@ -127,8 +127,10 @@ class Poller:
         if selector is None:
             return
         started = time.monotonic()
+        budget = self._interval * POLL_DEADLINE_SHARE
+        POLL_DEADLINE.set(asyncio.get_running_loop().time() + budget)
         try:
-            async with asyncio.timeout(self._interval * POLL_DEADLINE_SHARE):
+            async with asyncio.timeout(budget):
                 summaries = await self._list(project)
         except PollError as err:
             self._project_failed(project, err.reason, err.detail)
@@ -219,8 +221,10 @@ class Poller:
     async def poll_once(self, key: TargetKey) -> None:
         async with self._semaphore:
             started = time.monotonic()
+            budget = self._interval * POLL_DEADLINE_SHARE
+            POLL_DEADLINE.set(asyncio.get_running_loop().time() + budget)
             try:
-                async with asyncio.timeout(self._interval * POLL_DEADLINE_SHARE):
+                async with asyncio.timeout(budget):
                     stats = await self._client.function_stats(key.project, key.function)
             except PollError as err:
                 self._failed(key, err.reason, err.detail)

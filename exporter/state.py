@@ -5,7 +5,7 @@ The poller writes; the collector and the landing page read a consistent copy. Ev
 """
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
@@ -40,12 +40,22 @@ class StateStore:
         self._lock = threading.Lock()
         self._targets: dict[TargetKey, TargetState] = {}
         self._generation = 0
+        self._listeners: list[Callable[[], None]] = []
         self._projects_expected: set[str] = set()
         self._projects_listed: set[str] = set()
 
     @property
     def generation(self) -> int:
         return self._generation
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (cheaply, under the lock) after every change."""
+        self._listeners.append(listener)
+
+    def _bump(self) -> None:
+        self._generation += 1
+        for listener in self._listeners:
+            listener()
 
     def set_targets(
         self,
@@ -69,7 +79,7 @@ class StateStore:
             self._targets = dict(sorted(self._targets.items()))
             self._projects_expected = projects
             self._projects_listed &= projects
-            self._generation += 1
+            self._bump()
 
     def sync_project(
         self, project: str, found: Mapping[TargetKey, tuple[FunctionSettings, FunctionInfo]]
@@ -84,7 +94,7 @@ class StateStore:
                 self._targets[key] = replace(current, settings=settings, info=info)
             self._targets = dict(sorted(self._targets.items()))
             self._projects_listed.add(project)
-            self._generation += 1
+            self._bump()
             return gone
 
     def project_attempted(self, project: str) -> None:
@@ -108,7 +118,7 @@ class StateStore:
             self._targets[key] = replace(
                 current, stats=stats, up=True, last_success=now, consecutive_failures=0
             )
-            self._generation += 1
+            self._bump()
 
     def record_failure(
         self, key: TargetKey, reason: str, now: float, keep_values_for: float, drop_values: bool
@@ -128,7 +138,7 @@ class StateStore:
                 consecutive_failures=current.consecutive_failures + 1,
             )
             self._targets[key] = updated
-            self._generation += 1
+            self._bump()
             return current
 
     def snapshot(self) -> Mapping[TargetKey, TargetState]:
@@ -147,4 +157,4 @@ class StateStore:
     def touch(self) -> None:
         """Mark a change outside the targets (a config reload) so /metrics re-renders."""
         with self._lock:
-            self._generation += 1
+            self._bump()

@@ -34,7 +34,6 @@ FAULTS: list[tuple[str, dict[str, Any], str]] = [
     ("hang_body", {"latency": 30}, "timeout"),  # headers, half a body, then silence
     ("status", {"status": 500}, "server_error"),
     ("status", {"status": 503}, "server_error"),
-    ("rate_limit", {"retry_after": 30}, "rate_limited"),  # longer than the poll may wait
     ("rate_limit", {}, "rate_limited"),  # no Retry-After: backoff, then give up
     ("malformed", {}, "bad_response"),
     ("wrong_types", {}, "bad_response"),
@@ -175,3 +174,24 @@ def test_connection_refused_then_upstream_comes_back(tmp_path: Path) -> None:
             finally:
                 upstream.terminate()
                 upstream.communicate(timeout=10)
+
+
+def test_a_long_retry_after_pauses_every_function_then_all_recover(
+    simulator: SimulatorProcess, exporter: ExporterProcess
+) -> None:
+    """Mudbase's limit is per client IP: a 429 with Retry-After stops every poll, not just one."""
+    before = errors(exporter, "rate_limited")
+    simulator.set_fault(PROJECT, "victim", "rate_limit", retry_after=3, remaining=1)
+    try:
+        wait_for(lambda: errors(exporter, "rate_limited") > before, 10, "the 429")
+        # during the pause the bystanders are not polled either: they fail as rate_limited
+        wait_for(
+            lambda: any(exporter.value("mudbase_function_up", PROJECT, n) == 0 for n in BYSTANDERS),
+            5,
+            "the pause to reach the other functions",
+        )
+    finally:
+        simulator.clear_faults(PROJECT, "victim")
+    for name in ["victim", *BYSTANDERS]:
+        exporter.wait_value("mudbase_function_up", PROJECT, name, lambda v: v == 1, timeout=10)
+    assert "pausing every request" in exporter.logs()

@@ -8,6 +8,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.exposition import CachedExposition
+from tests.helpers import wait_for
 
 
 class Counting(Collector):
@@ -53,3 +54,24 @@ def test_gzip_is_two_members_that_decode_to_the_plain_body() -> None:
     decoded = gzip.decompress(zipped)
     assert decoded.split(b"live_part")[0] == plain.split(b"live_part")[0]
     assert b"# TYPE live_part gauge" in decoded
+
+
+def test_background_renderer_follows_changes_without_rendering_on_scrapes() -> None:
+    exposition, functions, _, generation = setup()
+    exposition._gap = 0.01
+    exposition.start()
+    try:
+        exposition.body()
+        renders = functions.collects
+        for _ in range(20):
+            exposition.body()
+        assert functions.collects == renders  # scrapes never render
+        generation[0] += 1
+        exposition.notify()
+        wait_for(
+            lambda: b"functions_part %d.0" % (renders + 1) in exposition.body(),
+            5,
+            "the renderer to pick up the change",
+        )
+    finally:
+        exposition.stop()
