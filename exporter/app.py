@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
@@ -191,7 +192,9 @@ class Exporter:
         limits = httpx.Limits(
             max_connections=config.concurrency, max_keepalive_connections=config.concurrency
         )
-        http = httpx.AsyncClient(
+        # httpx's API over aiohttp's connection pool: httpcore's pool caps one client at
+        # ~800 requests/s on loopback, the aiohttp transport does several thousand
+        http = HttpxAiohttpClient(
             limits=limits,
             # httpx's own default (5 s) would otherwise cut requests shorter than mudbase.timeout
             timeout=httpx.Timeout(

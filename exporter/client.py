@@ -153,6 +153,11 @@ class MudbaseClient:
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._http.get(url, params=params, headers=headers)
+        except httpx.ConnectTimeout:
+            # no connection at all (refused, or not established in time): `connection`;
+            # `timeout` is kept for an upstream that accepted the request and did not answer
+            self._on_request(endpoint, "connection_error")
+            raise PollError(Reason.CONNECTION, "could not connect") from None
         except (TimeoutError, httpx.TimeoutException):
             self._on_request(endpoint, "timeout")
             raise PollError(Reason.TIMEOUT, f"no answer within {self._timeout:g}s") from None

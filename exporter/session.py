@@ -162,6 +162,9 @@ class Session:
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._http.post(f"{self._base_url}{path}", json=body)
+        except httpx.ConnectTimeout:
+            self._on_request(endpoint, "connection_error")
+            raise PollError(Reason.CONNECTION, f"{endpoint}: could not connect") from None
         except (TimeoutError, httpx.TimeoutException):
             self._on_request(endpoint, "timeout")
             raise PollError(Reason.TIMEOUT, f"{endpoint}: no answer") from None

@@ -34,6 +34,8 @@ async def _main(args: argparse.Namespace) -> int:
         else demo_simulator(args.seed)
     )
     sim.auth.static_tokens.update(args.token or [])
+    low, _, high = args.latency.partition(":")
+    sim.latency = (float(low), float(high or low))
     host, port = parse_listen_address(args.listen_address)
     runner, bound = await serve(sim, host, port)
     print(f"mudbase-simulator listening on http://{host}:{bound}", flush=True)
@@ -58,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--token", action="append", help="accept this bearer token (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable data")
+    parser.add_argument(
+        "--latency",
+        default="0",
+        help="MIN[:MAX] seconds every API answer waits, e.g. 0.05:0.1 (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     return asyncio.run(_main(args))
 

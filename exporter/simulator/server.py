@@ -27,6 +27,7 @@ class Simulator:
         self.faults = FaultTable()
         self.requests: Counter[str] = Counter()
         self.rng = random.Random(seed)
+        self.latency: tuple[float, float] = (0.0, 0.0)  # every API answer waits this long
 
     def add(self, function: SimFunction) -> None:
         self.functions[(function.project, function.id)] = function
@@ -126,6 +127,7 @@ def build_app(sim: Simulator) -> web.Application:
     app.router.add_post("/_sim/faults", _set_fault)
     app.router.add_delete("/_sim/faults", _clear_faults)
     app.router.add_post("/_sim/requests/reset", _reset_requests)
+    app.router.add_post("/_sim/latency", _set_latency)
     return app
 
 
@@ -137,6 +139,8 @@ def _counting(sim: Simulator) -> Any:
         elif request.path.startswith("/api/"):
             kind = "logs" if request.path.endswith("/logs") else "list"
             sim.requests[kind] += 1
+        if request.path.startswith("/api/") and sim.latency[1] > 0:
+            await asyncio.sleep(sim.rng.uniform(*sim.latency))
         return await handler(request)
 
     return middleware
@@ -354,4 +358,13 @@ async def _clear_faults(request: web.Request) -> web.StreamResponse:
 async def _reset_requests(request: web.Request) -> web.StreamResponse:
     sim: Simulator = request.app["sim"]
     sim.requests.clear()
+    return web.json_response({"ok": True})
+
+
+async def _set_latency(request: web.Request) -> web.StreamResponse:
+    """`{"min": 0.05, "max": 0.1}`: every API answer waits a random time in [min, max] s."""
+    sim: Simulator = request.app["sim"]
+    body = await request.json()
+    low = float(body.get("min", 0))
+    sim.latency = (low, max(low, float(body.get("max", low))))
     return web.json_response({"ok": True})

@@ -1,0 +1,311 @@
+"""Scale benchmarks for the request budget, /metrics at 10,000 functions, CPU and throughput.
+
+    .venv/bin/python bench/scale.py freshness --functions 5000 --minutes 3
+    .venv/bin/python bench/scale.py scrape --functions 10000
+    .venv/bin/python bench/scale.py cpu --requests 2000
+
+Everything runs on loopback: a simulator process (with 50-100 ms latency where noted) and the
+real exporter in this process. Times are medians of repeated runs; ratios compare two things
+measured in the same run. Numbers go into the README by hand, never into tests.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from exporter.app import Exporter
+from exporter.auth import StaticToken
+from exporter.client import MudbaseClient, RetryPolicy
+from exporter.config import parse_config
+from exporter.logs import configure_logging
+from exporter.web import ExporterHTTPServer, start_http_server
+
+TOKEN = "bench-token-0123456789"
+PER_PROJECT = 100
+
+
+def post(url: str, body: object) -> None:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def start_simulator(
+    functions: int, rate_per_minute: float, latency: str
+) -> tuple[subprocess.Popen[str], str]:
+    scenario = Path(f"/tmp/bench-scenario-{os.getpid()}.json")
+    specs = [
+        {
+            "project": f"p{i // PER_PROJECT:03d}",
+            "id": f"f{i:05d}",
+            "initial_executions": 50,
+            "rate_per_minute": rate_per_minute,
+            "dialect": "openapi" if i % 2 else "docs",
+        }
+        for i in range(functions)
+    ]
+    scenario.write_text(json.dumps({"tokens": [TOKEN], "functions": specs}))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter.simulator.cli",
+            "--listen-address",
+            "127.0.0.1:0",
+            "--scenario",
+            str(scenario),
+            "--seed",
+            "3",
+            "--latency",
+            latency,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().split("listening on ")[1].strip()
+    return process, url
+
+
+def project_config(url: str, functions: int, interval: str, extra: str = "") -> str:
+    projects = sorted({f"p{i // PER_PROJECT:03d}" for i in range(functions)})
+    targets = "".join(f"  - {{project: {p}, functions: all}}\n" for p in projects)
+    return (
+        f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 10s{extra}}}\n"
+        f"interval: {interval}\nconcurrency: 16\ntargets:\n{targets}"
+    )
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def wait_all_polled(exporter: Exporter, functions: int, within: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        states = exporter.state.snapshot().values()
+        if sum(1 for s in states if s.last_success) >= functions:
+            return time.monotonic() - started
+        await asyncio.sleep(1)
+    raise RuntimeError("not every function was polled in time")
+
+
+async def freshness(args: argparse.Namespace) -> dict[str, Any]:
+    simulator, url = start_simulator(args.functions, args.rate, "0.05:0.1")
+    try:
+        loaded = parse_config(project_config(url, args.functions, "60s"), "(bench)", {})
+        exporter = Exporter(loaded, ("127.0.0.1", 0))
+        runner = asyncio.create_task(exporter.run())
+        warmup = await wait_all_polled(exporter, args.functions, 180)
+        post(f"{url}/_sim/requests/reset", {})
+        started = time.monotonic()
+        ages: list[float] = []
+        while time.monotonic() - started < args.minutes * 60:
+            await asyncio.sleep(10)
+            now = time.time()
+            states = exporter.state.snapshot().values()
+            ages.append(max(now - (s.last_success or 0) for s in states))
+        elapsed = time.monotonic() - started
+        counts = get_json(f"{url}/_sim/state")["requests"]
+        exporter.request_stop()
+        await runner
+    finally:
+        simulator.terminate()
+        simulator.communicate(timeout=10)
+    per_15m = {k: round(v * 900 / elapsed) for k, v in counts.items()}
+    return {
+        "functions": args.functions,
+        "first_round_s": round(warmup, 1),
+        "max_data_age_s": {"median": round(statistics.median(ages), 1), "max": round(max(ages), 1)},
+        "requests_per_15m": per_15m,
+        "total_per_15m": sum(per_15m.values()),
+        "budget_per_15m": loaded.config.mudbase.request_budget,
+        "naive_functions_at_60s": {
+            "within_budget": loaded.config.mudbase.request_budget * 60 // 900,
+            "within_mudbase_limit": 2000 * 60 // 900,
+        },
+    }
+
+
+def scrape_times(url: str, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=60) as response:
+            response.read()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+class _FixedBody:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def body(self, gzipped: bool = False) -> bytes:
+        return self._body
+
+
+async def scrape(args: argparse.Namespace) -> dict[str, Any]:
+    simulator, url = start_simulator(args.functions, 1, "0")
+    try:
+        loaded = parse_config(
+            project_config(url, args.functions, "30s", ", request_budget: 1000000"), "(bench)", {}
+        )
+        exporter = Exporter(loaded, ("127.0.0.1", 0))
+        runner = asyncio.create_task(exporter.run())
+        await wait_all_polled(exporter, args.functions, 300)
+        await asyncio.sleep(3)
+        metrics = f"http://127.0.0.1:{exporter.port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics).read())
+        fixed = ExporterHTTPServer(
+            ("127.0.0.1", 0),
+            _FixedBody(body),  # type: ignore[arg-type]
+            landing_page=lambda: b"",
+            ready=lambda: True,
+            reload=lambda: None,
+        )
+        start_http_server(fixed)
+        memory_url = f"http://127.0.0.1:{fixed.server_address[1]}/metrics"
+        rounds: dict[str, list[float]] = {"exporter": [], "memory": []}
+        for _ in range(5):  # interleaved, so both see the same machine
+            rounds["exporter"] += await asyncio.to_thread(scrape_times, metrics, 10)
+            rounds["memory"] += await asyncio.to_thread(scrape_times, memory_url, 10)
+        post(f"{url}/_sim/latency", {"min": 5, "max": 5})
+        await asyncio.sleep(15)
+        slow = await asyncio.to_thread(scrape_times, metrics, 50)
+        exporter_ms = statistics.median(rounds["exporter"])
+        memory_ms = statistics.median(rounds["memory"])
+        result = {
+            "functions": args.functions,
+            "body_bytes": len(body),
+            "median_scrape_ms": round(exporter_ms, 2),
+            "median_same_bytes_from_memory_ms": round(memory_ms, 2),
+            "ratio": round(exporter_ms / memory_ms, 2),
+            "median_scrape_ms_upstream_5s_latency": round(statistics.median(slow), 2),
+            "ratio_5s_to_0s_latency": round(statistics.median(slow) / exporter_ms, 2),
+            "rss_mb": round(rss_mb(), 1),
+        }
+        fixed.shutdown()
+        exporter.request_stop()
+        await asyncio.wait_for(runner, 60)
+        return result
+    finally:
+        simulator.terminate()
+        simulator.communicate(timeout=10)
+
+
+async def cpu(args: argparse.Namespace) -> dict[str, Any]:
+    simulator, url = start_simulator(100, 6, "0")
+    try:
+        async with httpx.AsyncClient() as http:
+            client = MudbaseClient(
+                url, StaticToken(SecretStr(TOKEN)), http, retry=RetryPolicy(), timeout=10
+            )
+            logs = client.logs_url("p000", "f00001")
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+
+            async def bare() -> None:
+                response = await http.get(logs, params={"limit": "1"}, headers=headers)
+                response.read()
+
+            async def exporter_poll() -> None:
+                await client.function_stats("p000", "f00001")
+
+            cpu_per_call: dict[str, list[float]] = {"bare_httpx_get": [], "exporter_poll": []}
+            for _ in range(5):  # interleaved rounds, CPU time of this process only
+                for name, call in (("bare_httpx_get", bare), ("exporter_poll", exporter_poll)):
+                    started = time.process_time()
+                    for _ in range(args.requests // 5):
+                        await call()
+                    spent = time.process_time() - started
+                    cpu_per_call[name].append(spent / (args.requests // 5) * 1e6)
+        bare_us = statistics.median(cpu_per_call["bare_httpx_get"])
+        poll_us = statistics.median(cpu_per_call["exporter_poll"])
+        throughput = await _throughput(url, args.concurrency)
+    finally:
+        simulator.terminate()
+        simulator.communicate(timeout=10)
+    return {
+        "cpu_us_per_bare_httpx_get": round(bare_us, 1),
+        "cpu_us_per_exporter_poll": round(poll_us, 1),
+        "ratio": round(poll_us / bare_us, 2),
+        **throughput,
+    }
+
+
+async def _throughput(url: str, concurrency: int) -> dict[str, Any]:
+    """Polls per second with no budget: the exporter's own poller against one simulator."""
+    loaded = parse_config(
+        f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 10s, request_budget: 1000000}}\n"
+        f"interval: 1h\nconcurrency: {concurrency}\n"
+        "targets: [{project: p000, functions: ["
+        + ", ".join(f"f{i:05d}" for i in range(100))
+        + "]}]\n",
+        "(bench)",
+        {},
+    )
+    exporter = Exporter(loaded, ("127.0.0.1", 0))
+    runner = asyncio.create_task(exporter.run())
+    await asyncio.sleep(0.5)
+    runtime = exporter._runtime
+    assert runtime is not None
+    keys = list(exporter.state.snapshot())
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        await asyncio.gather(*(runtime.poller.poll_once(keys[i % len(keys)]) for i in range(3000)))
+        rates.append(3000 / (time.perf_counter() - started))
+    exporter.request_stop()
+    await runner
+    return {"polls_per_second": round(statistics.median(rates)), "concurrency": concurrency}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="bench", required=True)
+    fresh = sub.add_parser("freshness")
+    fresh.add_argument("--functions", type=int, default=5000)
+    fresh.add_argument("--minutes", type=float, default=3)
+    fresh.add_argument("--rate", type=float, default=0.2, help="executions per function-minute")
+    scraping = sub.add_parser("scrape")
+    scraping.add_argument("--functions", type=int, default=10000)
+    costs = sub.add_parser("cpu")
+    costs.add_argument("--requests", type=int, default=2000)
+    costs.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    configure_logging("error", "logfmt")
+    bench = {"freshness": freshness, "scrape": scrape, "cpu": cpu}[args.bench]
+    print(json.dumps(asyncio.run(bench(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
