@@ -62,3 +62,21 @@ def test_service_monitor_scrapes_the_service_as_job_mudbase() -> None:
 def test_kustomization_lists_existing_files() -> None:
     for resource in manifest("kustomization.yaml")["resources"]:
         assert (K8S / resource).exists(), resource
+
+
+def test_sharded_statefulset_derives_the_shard_from_the_pod_ordinal() -> None:
+    spec = manifest("statefulset-sharded.yaml")["spec"]
+    (container,) = spec["template"]["spec"]["containers"]
+    script = container["args"][0]
+    assert f"--total-shards={spec['replicas']}" in script
+    assert '--shard="${POD_NAME##*-}"' in script
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env["POD_NAME"] == "metadata.name"
+    echoed = subprocess.run(
+        ["sh", "-c", script.replace("exec mudbase-exporter", "echo")],
+        env={"POD_NAME": "mudbase-exporter-2"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--shard=2" in echoed.split()
