@@ -1,10 +1,10 @@
 """Soak: 1,000 functions against the simulator with 10% random faults, for 10 minutes.
 
-The request budget is lifted (1,000,000 per 15 minutes) so that every function is really
-polled every interval. Runs the real exporter in this process (so it can count its own asyncio tasks) against a
+Runs the real exporter in this process (so it can count its own asyncio tasks) against a
 simulator process on loopback, and reports RSS, open file descriptors and asyncio tasks at the
-start (after the first full round) and at the end, plus the polls and errors seen. Growth beyond
-noise would be a leak.
+start (after the first full round) and at the end, RSS every minute, plus the polls and errors
+seen. Growth beyond noise would be a leak. The request budget is lifted (1,000,000 per 15
+minutes) so that every function really is polled every interval.
 
     .venv/bin/python bench/soak.py --targets 1000 --minutes 10 --interval 15s
 """
@@ -128,7 +128,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             f"  - {{project: {p}, functions: [{', '.join(f)}]}}\n" for p, f in projects.items()
         )
         loaded = parse_config(
-            f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 2s, retries: 2, request_budget: 1000000}}\n"
+            f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 2s, retries: 2, "
+            "request_budget: 1000000}\n"
             f"interval: {args.interval}\nconcurrency: 32\ntargets:\n{targets}",
             "(soak)",
             {},
