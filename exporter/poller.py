@@ -192,7 +192,7 @@ class Poller:
         ]
         due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
         for key in due:
-            if self._budget is not None and not self._budget.has_capacity():
+            if self._budget is not None and not self._budget.has_spare_capacity():
                 break  # the rest waits for a later round; the list keeps their stats fresh
             self._seen[key] = _fingerprint(found[key].stats)
             self._logs_at[key] = now
