@@ -61,7 +61,7 @@ class RequestBudget:
         """Whether optional work (a logs request of change-driven polling) may go now: only
         while the bucket is at most half full, so the list requests that keep every function
         fresh always find room."""
-        return self._limiter.has_capacity(self._limiter.max_rate * SPARE_SHARE)
+        return self._limiter.has_capacity(self._limiter.max_rate * SPARE_SHARE + 1)
 
     def pause(self, seconds: float) -> None:
         """Mudbase said 429 with Retry-After: no request from anyone for `seconds`."""
