@@ -229,6 +229,8 @@ class Exporter:
             max_age=config.max_age,
             budget=budget,
             shard=self.shard,
+            # Mudbase documents API keys for the list endpoint only: no logs requests then
+            logs_for_changes=not isinstance(loaded.credentials, ApiKeyCredentials),
         )
         targets = self._targets(loaded)
         poller.apply(targets, config.project_selectors())

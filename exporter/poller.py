@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from exporter.budget import POLL_DEADLINE, RequestBudget
+from exporter.budget import MUDBASE_WINDOW, POLL_DEADLINE, SPARE_SHARE, RequestBudget
 from exporter.client import MudbaseClient
 from exporter.config import ID_PATTERN
 from exporter.errors import PollError, Reason
@@ -23,6 +23,7 @@ from exporter.upstream import FunctionStats, FunctionSummary
 log = get_logger("exporter.poller")
 
 FIRST_ROUND_SPREAD = 10.0  # seconds over which the first poll of every function is spread
+MAX_LOGS_PER_ROUND = 100  # change-driven logs requests of one project in one round, at most
 MAX_LIST_PAGES = 1000  # 100,000 functions in one project: beyond that, shard
 POLL_DEADLINE_SHARE = 0.8  # one poll, retries included, is cut off at this share of the interval
 
@@ -56,6 +57,7 @@ class Poller:
         max_age: float = 600.0,
         budget: RequestBudget | None = None,
         shard: Shard | None = None,
+        logs_for_changes: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -74,6 +76,8 @@ class Poller:
         self._seen: dict[TargetKey, tuple[object, ...]] = {}  # stats when logs were last fetched
         self._logs_at: dict[TargetKey, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._logs_enabled = logs_for_changes
+        self._logs_credit: dict[str, float] = {}
 
     def apply(
         self,
@@ -83,6 +87,9 @@ class Poller:
         """Poll exactly these functions and projects: start new ones, stop removed ones."""
         wanted = sorted(targets)
         self._selectors = {p.project: p for p in projects}
+        for key in [k for k in self._seen if k.project not in self._selectors]:
+            self._seen.pop(key, None)
+            self._logs_at.pop(key, None)
         self._state.set_targets(targets, discovered_projects=list(self._selectors))
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -100,7 +107,7 @@ class Poller:
                 self._project_tasks[project] = asyncio.create_task(
                     self._run_project(project, start, phase), name=f"project {project}"
                 )
-        self._metrics.targets.set(len(wanted))
+        self._metrics.targets.set(self._state.count())
         self._metrics.poll_interval.set(self._interval)
 
     async def stop(self) -> None:
@@ -177,13 +184,19 @@ class Poller:
         for key in gone:
             self._seen.pop(key, None)
             self._logs_at.pop(key, None)
+        self._metrics.targets.set(self._state.count())
         now = self._clock()
         for key, summary in found.items():
             self._state.record_success(key, summary.stats, now)
         self._fetch_changed_logs(found, now)
 
     def _fetch_changed_logs(self, found: Mapping[TargetKey, FunctionSummary], now: float) -> None:
-        """Logs only where the listed stats moved (or max_age passed), within the budget."""
+        """Logs only where the listed stats moved (or max_age passed), oldest first, and no more
+        per round than this project's share of half the budget: the other half is for the list
+        requests that keep every function fresh. The stats themselves come from the list; a
+        logs request is optional and never marks a function down."""
+        if not self._logs_enabled:
+            return
         due = [
             key
             for key, summary in found.items()
@@ -191,14 +204,37 @@ class Poller:
             or now - self._logs_at.get(key, -math.inf) >= self._max_age
         ]
         due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
-        for key in due:
-            if self._budget is not None and not self._budget.has_spare_capacity():
-                break  # the rest waits for a later round; the list keeps their stats fresh
+        project = next(iter(found)).project if found else ""
+        credit = self._logs_credit.get(project, 0.0) + self._logs_per_project_round()
+        allowed = min(int(credit), MAX_LOGS_PER_ROUND)
+        self._logs_credit[project] = min(credit - allowed, float(MAX_LOGS_PER_ROUND))
+        for key in due[:allowed]:
             self._seen[key] = _fingerprint(found[key].stats)
             self._logs_at[key] = now
-            task = asyncio.create_task(self.poll_once(key), name=f"logs {key}")
+            task = asyncio.create_task(self._optional_logs(key), name=f"logs {key}")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def _logs_per_project_round(self) -> float:
+        """This project's share of half the budget, per round (fractions carry over)."""
+        if self._budget is None:
+            return float(MAX_LOGS_PER_ROUND)
+        per_round = self._budget.per_window * self._interval / MUDBASE_WINDOW * SPARE_SHARE
+        return per_round / max(1, len(self._selectors))
+
+    async def _optional_logs(self, key: TargetKey) -> None:
+        """A change-driven logs request: a failure is counted and logged, nothing more."""
+        async with self._semaphore:
+            budget = self._interval * POLL_DEADLINE_SHARE
+            POLL_DEADLINE.set(asyncio.get_running_loop().time() + budget)
+            try:
+                async with asyncio.timeout(budget):
+                    await self._client.function_stats(key.project, key.function)
+            except PollError as err:
+                self._metrics.poll_errors.labels(err.reason.value).inc()
+                log.debug("logs request failed", target=str(key), reason=err.reason.value)
+            except TimeoutError:
+                self._metrics.poll_errors.labels(Reason.TIMEOUT.value).inc()
 
     def _project_failed(self, project: str, reason: Reason, detail: str) -> None:
         self._state.project_attempted(project)

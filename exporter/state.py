@@ -73,7 +73,9 @@ class StateStore:
         with self._lock:
             kept = {k: s for k, s in self._targets.items() if k.project in projects}
             self._targets = {
-                key: replace(self._targets.get(key) or TargetState(key), settings=wanted[key])
+                key: replace(
+                    self._targets.get(key) or TargetState(key), settings=wanted[key], info=None
+                )
                 for key in wanted
             } | kept
             self._targets = dict(sorted(self._targets.items()))
@@ -101,6 +103,10 @@ class StateStore:
         """A project's list failed: it counts as polled once, for readiness."""
         with self._lock:
             self._projects_listed.add(project)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._targets)
 
     def get(self, key: TargetKey) -> TargetState | None:
         with self._lock:

@@ -34,6 +34,7 @@ def test_discovered_functions_come_and_go_and_unchanged_ones_cost_no_logs_reques
     )
     simulator.put_function(PROJECT, "c", active=False, initial_executions=5, rate_per_minute=0)
     simulator.put_function(PROJECT, "test-x", initial_executions=1, rate_per_minute=0)
+    http_json("POST", f"{simulator.url}/_sim/requests/reset", {})
     with run_exporter(config(tmp_path, simulator)) as exporter:
         samples = exporter.metrics()
         published = {dict(lb)["function"] for (n, lb) in samples if n == "mudbase_function_up"}
@@ -48,6 +49,8 @@ def test_discovered_functions_come_and_go_and_unchanged_ones_cost_no_logs_reques
         assert samples[("mudbase_function_info", tuple(sorted(info.items())))] == 1
         assert exporter.value("mudbase_function_executions", PROJECT, "b") == 20
 
+        # each function's first logs request comes within the logs share of the budget
+        wait_for(lambda: requests(simulator).get("logs", 0) >= 2, 10, "first logs requests")
         # nothing runs: later rounds cost list requests only
         before = requests(simulator)
         wait_for(
