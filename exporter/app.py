@@ -1,6 +1,7 @@
 """Wires config -> client -> poller -> state -> collector -> HTTP, and owns the lifecycle."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import signal
 import time
@@ -11,7 +12,7 @@ from httpx_aiohttp import HttpxAiohttpClient
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
-from exporter.auth import ApiKey, Credential, FileToken, StaticToken
+from exporter.auth import ApiKey, Credential, FileSecret, FileToken, StaticToken
 from exporter.budget import RequestBudget, effective_interval
 from exporter.client import MudbaseClient, RequestObserver, RetryPolicy
 from exporter.collector import FunctionCollector
@@ -41,18 +42,27 @@ RETRY_DEADLINE_SHARE = 0.7  # no retry is scheduled past this share of the inter
 
 
 def make_credential(
-    loaded: LoadedConfig, http: httpx.AsyncClient, on_request: RequestObserver
+    loaded: LoadedConfig,
+    http: httpx.AsyncClient,
+    on_request: RequestObserver,
+    total_shards: int = 1,
 ) -> Credential:
     """The credential object for the configured way of authenticating."""
     credentials, config = loaded.credentials, loaded.config
     if isinstance(credentials, LoginCredentials):
+        password = (
+            FileSecret(credentials.file, credentials.password).current
+            if credentials.file is not None
+            else credentials.password
+        )
         return Session(
             config.mudbase.url,
             credentials.email,
-            credentials.password,
+            password,
             http,
             timeout=min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE),
             on_request=on_request,
+            share=1 / total_shards,
         )
     if isinstance(credentials, ApiKeyCredentials):
         return ApiKey(credentials.key, credentials.file)
@@ -203,7 +213,7 @@ class Exporter:
             headers={"User-Agent": f"mudbase-exporter/{__version__}"},
             follow_redirects=False,
         )
-        credential = make_credential(loaded, http, self.metrics.observe_request)
+        credential = make_credential(loaded, http, self.metrics.observe_request, self.shard.total)
         self.metrics.token_expiry.credential = credential
         self.metrics.token_expiry.source = (
             "login"
@@ -282,9 +292,15 @@ class Exporter:
                 runtime.poller.apply(self._targets(loaded), loaded.config.project_selectors())
                 runtime.loaded = loaded
             else:
+                try:
+                    started = self._start(loaded)  # the old one runs until the new one does
+                except Exception as err:
+                    self.metrics.config_last_reload_successful.set(0)
+                    log.exception("could not start the new configuration; keeping the old one")
+                    raise ReloadError(f"could not start the new configuration: {err}") from None
                 if runtime is not None:
                     await runtime.close()
-                self._runtime = self._start(loaded)
+                self._runtime = started
             self.loaded = loaded
             self._mark_loaded()
             log.info("configuration reloaded", functions=len(loaded.config.function_keys()))
@@ -298,6 +314,8 @@ class Exporter:
             future.result(timeout=30)
         except ReloadError as err:
             return str(err)
+        except concurrent.futures.TimeoutError:
+            return "the reload is still running after 30 s; see the logs"
         return None
 
     def _mark_loaded(self) -> None:

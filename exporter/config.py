@@ -243,6 +243,7 @@ class LoginCredentials:
     email: str
     password: SecretStr
     source: CredentialSource
+    file: Path | None = None
     kind: Literal["login"] = "login"
 
 
@@ -509,9 +510,8 @@ def _resolve_credentials(
         password, problem = _secret(
             settings.password, settings.password_file, "password_file", env.get(PASSWORD_ENV_VAR)
         )
-        return LoginCredentials(
-            settings.email, password, _origin(settings.password, settings.password_file)
-        ), problem
+        origin = _origin(settings.password, settings.password_file)
+        return LoginCredentials(settings.email, password, origin, settings.password_file), problem
     if (
         settings.api_key is not None
         or settings.api_key_file is not None

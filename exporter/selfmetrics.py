@@ -22,26 +22,33 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class RequestWindow:
-    """Counts requests over a sliding 15-minute window (Mudbase's rate-limit window)."""
+    """Counts requests over a sliding 15-minute window (Mudbase's rate-limit window), in
+    one-second buckets: memory stays bounded however many requests there are."""
 
     def __init__(self, window: float = BUDGET_WINDOW_SECONDS) -> None:
         self._window = window
-        self._times: deque[float] = deque()
+        self._buckets: deque[list[int]] = deque()  # [second, count], oldest first
+        self._total = 0
         self._lock = threading.Lock()
 
     def add(self, now: float) -> None:
+        second = int(now)
         with self._lock:
-            self._times.append(now)
+            if self._buckets and self._buckets[-1][0] == second:
+                self._buckets[-1][1] += 1
+            else:
+                self._buckets.append([second, 1])
+            self._total += 1
             self._expire(now)
 
     def count(self, now: float | None = None) -> int:
         with self._lock:
             self._expire(time.monotonic() if now is None else now)
-            return len(self._times)
+            return self._total
 
     def _expire(self, now: float) -> None:
-        while self._times and self._times[0] <= now - self._window:
-            self._times.popleft()
+        while self._buckets and self._buckets[0][0] <= now - self._window:
+            self._total -= self._buckets.popleft()[1]
 
 
 def _counter(spec: m.MetricSpec, registry: CollectorRegistry) -> Counter:

@@ -45,11 +45,12 @@ class Session:
         self,
         base_url: str,
         email: str,
-        password: SecretStr,
+        password: SecretStr | Callable[[], SecretStr],
         http: httpx.AsyncClient,
         *,
         timeout: float,
         on_request: RequestObserver | None = None,
+        share: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._base_url = base_url.rstrip("/")
@@ -59,10 +60,11 @@ class Session:
         self._timeout = timeout
         self._on_request = on_request or (lambda endpoint, code: None)
         self._clock = clock
-        self._lock = asyncio.Lock()
-        # half the limit per window: a full bucket plus its drip stays within the limit
-        self._logins = AsyncLimiter(LOGINS_PER_WINDOW // 2, AUTH_WINDOW)
-        self._refreshes = AsyncLimiter(REFRESHES_PER_WINDOW // 2, AUTH_WINDOW)
+        self._renewal: asyncio.Task[None] | None = None
+        # half the limit per window: a full bucket plus its drip stays within the limit; and
+        # replicas behind one IP (shards) share the limit
+        self._logins = AsyncLimiter(max(1.0, LOGINS_PER_WINDOW / 2 * share), AUTH_WINDOW)
+        self._refreshes = AsyncLimiter(max(1.0, REFRESHES_PER_WINDOW / 2 * share), AUTH_WINDOW)
         self._token: str | None = None
         self._refresh_token: str | None = None
         self._expires_at = 0.0
@@ -77,15 +79,19 @@ class Session:
         return {"Authorization": f"Bearer {await self._valid_token()}"}
 
     async def renew_after_unauthorized(self, rejected: Mapping[str, str]) -> bool:
-        async with self._lock:
-            if self._token is not None and rejected.get("Authorization") != f"Bearer {self._token}":
-                return True  # another poll renewed the token meanwhile: try the new one
-            self._expires_at = 0.0
-            try:
-                await self._renew()
-            except PollError:
-                return False
-            return True
+        if self._token is not None and rejected.get("Authorization") != f"Bearer {self._token}":
+            return True  # another poll renewed the token meanwhile: try the new one
+        if self._renewal is None or self._renewal.done():
+            self._expires_at = 0.0  # the token was refused: renew it now
+        try:
+            await self._renewed()
+        except PollError:
+            return False
+        return True
+
+    def _current_password(self) -> str:
+        password = self._password if isinstance(self._password, SecretStr) else self._password()
+        return password.get_secret_value()
 
     def expiry(self) -> float | None:
         return self._expires_at if self._token is not None else None
@@ -93,18 +99,35 @@ class Session:
     async def _valid_token(self) -> str:
         if self._token is not None and not self._due():
             return self._token
-        async with self._lock:
-            if self._token is None or self._due():
-                await self._renew()
-            assert self._token is not None
-            return self._token
+        try:
+            await self._renewed()
+        except PollError as err:
+            if self._token is not None and self._clock() < self._expires_at:
+                log.warning(
+                    "token renewal failed; the current token is still valid",
+                    reason=err.reason.value,
+                    detail=err.detail,
+                )
+                return self._token
+            raise
+        assert self._token is not None
+        return self._token
+
+    async def _renewed(self) -> None:
+        """Join the one renewal in flight, or start it. It runs as its own task, shielded: a
+        poll cancelled meanwhile (its deadline, a reload) never cancels it half-way, so a
+        refresh token Mudbase has rotated is always stored."""
+        if self._renewal is None or self._renewal.done():
+            self._renewal = asyncio.create_task(self._renew(), name="token renewal")
+            self._renewal.add_done_callback(_consume_exception)
+        await asyncio.shield(self._renewal)
 
     def _due(self) -> bool:
         margin = min(max(MIN_REFRESH_MARGIN, self._lifetime / 5), self._lifetime / 2)
         return self._clock() >= self._expires_at - margin
 
     async def _renew(self) -> None:
-        """Refresh if there is a refresh token, else (or if refused) log in. Under the lock.
+        """Refresh if there is a refresh token, else (or if refused) log in. One at a time.
 
         A failure is remembered for RENEW_BACKOFF seconds and raised again to every poll that
         asks meanwhile, so that a thousand failing polls cost one call to the auth endpoints.
@@ -123,6 +146,10 @@ class Session:
             try:
                 await self._refresh()
             except PollError as err:
+                if err.reason in (Reason.TIMEOUT, Reason.CONNECTION):
+                    # no answer: Mudbase may have rotated the refresh token all the same, and
+                    # reusing the old one would revoke the session: log in next time instead
+                    self._refresh_token = None
                 if err.reason not in (Reason.AUTH, Reason.FORBIDDEN, Reason.CLIENT_ERROR):
                     raise
                 log.info("token refresh refused; logging in again", reason=err.reason.value)
@@ -137,7 +164,7 @@ class Session:
         if not self._logins.has_capacity():
             raise PollError(Reason.AUTH, "login budget used up (Mudbase allows 20 per 15 min)")
         await self._logins.acquire()
-        body = {"email": self._email, "password": self._password.get_secret_value()}
+        body = {"email": self._email, "password": self._current_password()}
         try:
             answer = await self._post("/api/auth/login", "login", body)
         except PollError:
@@ -172,7 +199,7 @@ class Session:
             self._on_request(endpoint, "connection_error")
             raise PollError(Reason.CONNECTION, f"{endpoint}: {type(err).__name__}") from None
         self._on_request(endpoint, str(response.status_code))
-        secrets = [self._password.get_secret_value(), self._refresh_token or ""]
+        secrets = [self._current_password(), self._refresh_token or ""]
         if response.status_code != 200:
             error = error_for_response(response, secrets)
             reason = Reason.AUTH if error.reason is Reason.FORBIDDEN else error.reason
@@ -198,4 +225,10 @@ class Session:
         self._token = token
         self._expires_at = now + self._lifetime
         self._refresh_token = refresh if isinstance(refresh, str) and refresh else None
-        REDACTOR.rotate(f"session:{id(self)}", token, self._refresh_token or "")
+        REDACTOR.rotate("session", token, self._refresh_token or "")
+
+
+def _consume_exception(task: asyncio.Task[None]) -> None:
+    """Every poll waiting on a renewal may have been cancelled: never warn about its error."""
+    if not task.cancelled():
+        task.exception()

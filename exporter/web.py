@@ -18,6 +18,7 @@ from exporter.webconfig import BasicAuth
 
 log = logging.getLogger("exporter.web")
 TLS_HANDSHAKE_TIMEOUT = 10.0
+MAX_POST_BODY = 64 * 1024
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -96,6 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_POST(self) -> None:
+        self._discard_body()  # keep-alive connections stay in sync
         if not self._authorised():
             return
         if self.path.split("?", 1)[0] != "/-/reload":
@@ -106,6 +108,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, b"Reloaded\n", _TEXT, send_body=True)
         else:
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"{error}\n".encode(), _TEXT, True)
+
+    def _discard_body(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        if length.isdigit() and 0 < int(length) <= MAX_POST_BODY:
+            self.rfile.read(int(length))
+        elif length.isdigit() and int(length) > MAX_POST_BODY:
+            self.close_connection = True
 
     def _method_not_allowed(self) -> None:
         self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)

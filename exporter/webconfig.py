@@ -18,6 +18,7 @@ hash) so scrapes do not pay bcrypt's cost every time.
 
 import base64
 import hashlib
+import re
 import ssl
 import threading
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Literal
 
 import bcrypt
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from exporter.config import ConfigError, key_path
@@ -44,7 +45,7 @@ _VERSIONS = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
-_DUMMY_HASH = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(rounds=10))
+_COST = re.compile(r"^\$2[aby]\$(\d\d)\$")
 
 
 class _Strict(BaseModel):
@@ -58,6 +59,21 @@ class TLSServerConfig(_Strict):
     client_auth_type: ClientAuth = "NoClientCert"
     min_version: TLSVersion = "TLS12"
     max_version: TLSVersion = "TLS13"
+
+    @model_validator(mode="after")
+    def _client_auth_needs_a_ca(self) -> "TLSServerConfig":
+        verifies = self.client_auth_type in (
+            "VerifyClientCertIfGiven",
+            "RequireAndVerifyClientCert",
+        )
+        if self.client_ca_file is not None and self.client_auth_type == "NoClientCert":
+            raise ValueError(
+                "client_ca_file is set but client_auth_type is NoClientCert: set "
+                "client_auth_type (RequireAndVerifyClientCert for mutual TLS)"
+            )
+        if verifies and self.client_ca_file is None:
+            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file")
+        return self
 
 
 class WebConfig(_Strict):
@@ -124,6 +140,9 @@ class BasicAuth:
 
     def __init__(self, users: dict[str, str]) -> None:
         self._users = {user: hashed.encode() for user, hashed in users.items()}
+        # an unknown user is checked against a hash as costly as the costliest real one
+        costs = [int(m.group(1)) for h in users.values() if (m := _COST.match(h))]
+        self._dummy = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(rounds=max(costs, default=4)))
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
 
@@ -136,13 +155,16 @@ class BasicAuth:
 
     def allows(self, header: str | None) -> bool:
         user, password = _credentials(header)
-        hashed = self._users.get(user, _DUMMY_HASH)
+        hashed = self._users.get(user, self._dummy)
         key = hashlib.sha256(b"\0".join((user.encode(), password, hashed))).digest()
         with self._lock:
             if key in self._verified:
                 return user in self._users
         # always one bcrypt check: an unknown user costs the same as a wrong password
-        valid = bcrypt.checkpw(password, hashed) and user in self._users
+        try:
+            valid = bcrypt.checkpw(password, hashed) and user in self._users
+        except ValueError:  # bcrypt refuses passwords longer than 72 bytes
+            return False
         if valid:
             with self._lock:
                 self._verified.add(key)

@@ -127,3 +127,63 @@ async def test_login_budget_is_never_exceeded() -> None:
                 await auth.headers()
         # the limiter runs on the loop's clock (no time passed): the bucket size caps the calls
         assert login.call_count == LOGINS_PER_WINDOW // 2
+
+
+@pytest.mark.asyncio
+async def test_a_poll_cancelled_during_a_refresh_does_not_lose_the_rotated_token() -> None:
+    clock = Clock()
+    gate = asyncio.Event()
+
+    async def slow_refresh(request: httpx.Request) -> httpx.Response:
+        await gate.wait()
+        return issued(2)
+
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        router.post(f"{BASE}/api/auth/login").mock(return_value=issued(1))
+        refresh = router.post(f"{BASE}/api/auth/refresh").mock(side_effect=slow_refresh)
+        auth = session(http, clock)
+        await auth.headers()
+        clock.now += 80
+        poll = asyncio.create_task(auth.headers())
+        await asyncio.sleep(0.01)
+        poll.cancel()  # the poll's deadline, a reload: the refresh itself goes on
+        gate.set()
+        await asyncio.sleep(0.01)
+        assert await auth.headers() == {"Authorization": "Bearer tok-2"}
+        clock.now += 80
+        await auth.headers()  # the next refresh sends the rotated refresh token
+        sent = [json.loads(c.request.content)["refreshToken"] for c in refresh.calls]
+        assert sent == ["rt-1", "rt-2"]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_refresh_keeps_using_the_still_valid_token() -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        router.post(f"{BASE}/api/auth/login").mock(return_value=issued(1))
+        router.post(f"{BASE}/api/auth/refresh").mock(return_value=httpx.Response(503))
+        auth = session(http, clock)
+        await auth.headers()
+        clock.now += 80  # 20 s left: due for a refresh, which fails
+        assert await auth.headers() == {"Authorization": "Bearer tok-1"}
+        clock.now += 25  # expired now: the failure reaches the poll
+        with pytest.raises(PollError):
+            await auth.headers()
+
+
+@pytest.mark.asyncio
+async def test_a_refresh_without_answer_is_followed_by_a_login_not_a_reused_token() -> None:
+    clock = Clock()
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        login = router.post(f"{BASE}/api/auth/login").mock(side_effect=[issued(1), issued(7)])
+        refresh = router.post(f"{BASE}/api/auth/refresh").mock(
+            side_effect=httpx.ConnectError("reset")
+        )
+        auth = session(http, clock)
+        await auth.headers()
+        clock.now += 80
+        await auth.headers()  # the refresh got no answer: still tok-1 (valid for 20 s)
+        clock.now += 30  # past RENEW_BACKOFF and past expiry
+        assert await auth.headers() == {"Authorization": "Bearer tok-7"}
+        assert refresh.call_count == 1
+        assert login.call_count == 2

@@ -236,7 +236,9 @@ def test_password_file(tmp_path: Path) -> None:
         "x.yml",
         NO_ENV,
     )
-    assert loaded.credentials == LoginCredentials("a@b.c", SecretStr("file-pw-42"), "file")
+    assert loaded.credentials == LoginCredentials(
+        "a@b.c", SecretStr("file-pw-42"), "file", password
+    )
 
 
 def test_yaml_is_loaded_safely() -> None:

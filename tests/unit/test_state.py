@@ -57,3 +57,14 @@ def test_failures_count_up_and_success_resets() -> None:
     state.record_success(A, STATS, 4.0)
     assert state.snapshot()[A].consecutive_failures == 0
     assert state.snapshot()[A].up is True
+
+
+def test_request_window_counts_the_last_fifteen_minutes_in_bounded_memory() -> None:
+    from exporter.selfmetrics import RequestWindow
+
+    window = RequestWindow()
+    for i in range(10_000):
+        window.add(1000.0 + i / 100)  # 100 requests a second for 100 s
+    assert window.count(now=1100.0) == 10_000
+    assert len(window._buckets) == 100  # noqa: SLF001 - the memory bound is the point
+    assert window.count(now=1000.0 + 900 + 50.5) == 4_900  # seconds 1000 to 1050 expired

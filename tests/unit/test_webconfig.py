@@ -79,3 +79,24 @@ def test_cache_never_lets_a_wrong_password_in() -> None:
     auth = BasicAuth({"a": HASH})
     assert auth.allows(header("a", "s3cret-pass"))
     assert not auth.allows(header("a", "s3cret-pass2"))
+
+
+def test_a_password_too_long_for_bcrypt_is_refused_not_a_crash() -> None:
+    auth = BasicAuth({"prometheus": HASH})
+    assert not auth.allows(header("prometheus", "x" * 100))
+
+
+def test_the_dummy_hash_costs_as_much_as_the_costliest_real_one() -> None:
+    costly = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=6)).decode()
+    auth = BasicAuth({"a": HASH, "b": costly})
+    assert auth._dummy.startswith(b"$2b$06$")
+
+
+def test_a_client_ca_without_a_client_auth_type_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "tls_server_config: {cert_file: a, key_file: b, client_ca_file: c}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.problems == [
+        "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert: set "
+        "client_auth_type (RequireAndVerifyClientCert for mutual TLS)"
+    ]
