@@ -66,5 +66,5 @@ def test_request_window_counts_the_last_fifteen_minutes_in_bounded_memory() -> N
     for i in range(10_000):
         window.add(1000.0 + i / 100)  # 100 requests a second for 100 s
     assert window.count(now=1100.0) == 10_000
-    assert len(window._buckets) == 100  # noqa: SLF001 - the memory bound is the point
+    assert len(window._buckets) == 100
     assert window.count(now=1000.0 + 900 + 50.5) == 4_900  # seconds 1000 to 1050 expired
