@@ -1,3 +1,4 @@
+from exporter.selfmetrics import RequestWindow
 from exporter.state import StateStore, TargetKey
 from exporter.upstream import FunctionStats
 
@@ -60,7 +61,6 @@ def test_failures_count_up_and_success_resets() -> None:
 
 
 def test_request_window_counts_the_last_fifteen_minutes_in_bounded_memory() -> None:
-    from exporter.selfmetrics import RequestWindow
 
     window = RequestWindow()
     for i in range(10_000):
