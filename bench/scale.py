@@ -122,7 +122,7 @@ async def wait_all_polled(exporter: Exporter, functions: int, within: float) -> 
 async def freshness(args: argparse.Namespace) -> dict[str, Any]:
     simulator, url = start_simulator(args.functions, args.rate, "0.05:0.1")
     try:
-        loaded = parse_config(project_config(url, args.functions, "60s"), "(bench)", {})
+        loaded = parse_config(project_config(url, args.functions, args.interval), "(bench)", {})
         exporter = Exporter(loaded, ("127.0.0.1", 0))
         runner = asyncio.create_task(exporter.run())
         warmup = await wait_all_polled(exporter, args.functions, 180)
@@ -296,6 +296,7 @@ def main() -> None:
     fresh.add_argument("--functions", type=int, default=5000)
     fresh.add_argument("--minutes", type=float, default=3)
     fresh.add_argument("--rate", type=float, default=0.2, help="executions per function-minute")
+    fresh.add_argument("--interval", default="60s")
     scraping = sub.add_parser("scrape")
     scraping.add_argument("--functions", type=int, default=10000)
     costs = sub.add_parser("cpu")

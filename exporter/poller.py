@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from exporter.budget import MUDBASE_WINDOW, POLL_DEADLINE, SPARE_SHARE, RequestBudget
+from exporter.budget import MUDBASE_WINDOW, POLL_DEADLINE, RequestBudget
 from exporter.client import MudbaseClient
 from exporter.config import ID_PATTERN
 from exporter.errors import PollError, Reason
@@ -23,6 +23,7 @@ from exporter.upstream import FunctionStats, FunctionSummary
 log = get_logger("exporter.poller")
 
 FIRST_ROUND_SPREAD = 10.0  # seconds over which the first poll of every function is spread
+LOGS_HEADROOM = 0.2  # of each round's budget, left unused by change-driven logs requests
 MAX_LOGS_PER_ROUND = 100  # change-driven logs requests of one project in one round, at most
 MAX_LIST_PAGES = 1000  # 100,000 functions in one project: beyond that, shard
 POLL_DEADLINE_SHARE = 0.8  # one poll, retries included, is cut off at this share of the interval
@@ -78,6 +79,7 @@ class Poller:
         self._background: set[asyncio.Task[None]] = set()
         self._logs_enabled = logs_for_changes
         self._logs_credit: dict[str, float] = {}
+        self._pages: dict[str, int] = {}  # list pages per project, from its latest listing
 
     def apply(
         self,
@@ -87,6 +89,9 @@ class Poller:
         """Poll exactly these functions and projects: start new ones, stop removed ones."""
         wanted = sorted(targets)
         self._selectors = {p.project: p for p in projects}
+        for project in [p for p in self._pages if p not in self._selectors]:
+            del self._pages[project]
+            self._logs_credit.pop(project, None)
         for key in [k for k in self._seen if k.project not in self._selectors]:
             self._seen.pop(key, None)
             self._logs_at.pop(key, None)
@@ -162,6 +167,7 @@ class Poller:
             summaries += answer.functions
             pages = min(answer.total_pages, MAX_LIST_PAGES)
             page += 1
+        self._pages[project] = pages
         return summaries
 
     def _publish(self, selector: ProjectSelector, summaries: list[FunctionSummary]) -> None:
@@ -192,9 +198,9 @@ class Poller:
 
     def _fetch_changed_logs(self, found: Mapping[TargetKey, FunctionSummary], now: float) -> None:
         """Logs only where the listed stats moved (or max_age passed), oldest first, and no more
-        per round than this project's share of half the budget: the other half is for the list
-        requests that keep every function fresh. The stats themselves come from the list; a
-        logs request is optional and never marks a function down."""
+        per round than this project's share of the budget the list requests leave. The stats
+        themselves come from the list; a logs request is optional and never marks a function
+        down."""
         if not self._logs_enabled:
             return
         due = [
@@ -216,11 +222,13 @@ class Poller:
             task.add_done_callback(self._background.discard)
 
     def _logs_per_project_round(self) -> float:
-        """This project's share of half the budget, per round (fractions carry over)."""
+        """This project's share of what the budget leaves per round once every project's list
+        pages are paid for, with a fifth kept as headroom (fractions carry over)."""
         if self._budget is None:
             return float(MAX_LOGS_PER_ROUND)
-        per_round = self._budget.per_window * self._interval / MUDBASE_WINDOW * SPARE_SHARE
-        return per_round / max(1, len(self._selectors))
+        per_round = self._budget.per_window * self._interval / MUDBASE_WINDOW
+        spare = per_round * (1 - LOGS_HEADROOM) - sum(self._pages.values())
+        return max(0.0, spare) / max(1, len(self._selectors))
 
     async def _optional_logs(self, key: TargetKey) -> None:
         """A change-driven logs request: a failure is counted and logged, nothing more."""
