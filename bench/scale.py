@@ -12,7 +12,6 @@ measured in the same run. Numbers go into the README by hand, never into tests.
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import get_json, post, rss_mb, start_simulator
 from exporter.app import Exporter
 from exporter.auth import StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
@@ -38,26 +38,9 @@ TOKEN = "bench-token-0123456789"
 PER_PROJECT = 100
 
 
-def post(url: str, body: object) -> None:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30):
-        pass
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def start_simulator(
+def bench_simulator(
     functions: int, rate_per_minute: float, latency: str
 ) -> tuple[subprocess.Popen[str], str]:
-    scenario = Path(f"/tmp/bench-scenario-{os.getpid()}.json")
     specs = [
         {
             "project": f"p{i // PER_PROJECT:03d}",
@@ -68,28 +51,7 @@ def start_simulator(
         }
         for i in range(functions)
     ]
-    scenario.write_text(json.dumps({"tokens": [TOKEN], "functions": specs}))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter.simulator.cli",
-            "--listen-address",
-            "127.0.0.1:0",
-            "--scenario",
-            str(scenario),
-            "--seed",
-            "3",
-            "--latency",
-            latency,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    url = process.stdout.readline().split("listening on ")[1].strip()
-    return process, url
+    return start_simulator(TOKEN, specs, seed=3, latency=latency)
 
 
 def project_config(url: str, functions: int, interval: str, extra: str = "") -> str:
@@ -99,14 +61,6 @@ def project_config(url: str, functions: int, interval: str, extra: str = "") -> 
         f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 10s{extra}}}\n"
         f"interval: {interval}\nconcurrency: 16\ntargets:\n{targets}"
     )
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def wait_all_polled(exporter: Exporter, functions: int, within: float) -> float:
@@ -120,7 +74,7 @@ async def wait_all_polled(exporter: Exporter, functions: int, within: float) -> 
 
 
 async def freshness(args: argparse.Namespace) -> dict[str, Any]:
-    simulator, url = start_simulator(args.functions, args.rate, "0.05:0.1")
+    simulator, url = bench_simulator(args.functions, args.rate, "0.05:0.1")
     try:
         loaded = parse_config(project_config(url, args.functions, args.interval), "(bench)", {})
         exporter = Exporter(loaded, ("127.0.0.1", 0))
@@ -175,7 +129,7 @@ class _FixedBody:
 
 
 async def scrape(args: argparse.Namespace) -> dict[str, Any]:
-    simulator, url = start_simulator(args.functions, 1, "0")
+    simulator, url = bench_simulator(args.functions, 1, "0")
     try:
         loaded = parse_config(
             project_config(url, args.functions, "30s", ", request_budget: 1000000"), "(bench)", {}
@@ -224,7 +178,7 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cpu(args: argparse.Namespace) -> dict[str, Any]:
-    simulator, url = start_simulator(100, 6, "0")
+    simulator, url = bench_simulator(100, 6, "0")
     try:
         async with httpx.AsyncClient() as http:
             client = MudbaseClient(

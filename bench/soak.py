@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import post, rss_mb, start_simulator
 from exporter.app import Exporter
 from exporter.config import parse_config
 from exporter.logs import configure_logging
@@ -45,25 +46,6 @@ FAULT_KINDS: list[dict[str, object]] = [
 ]
 
 
-def post(url: str, body: object) -> None:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10):
-        pass
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def sample(label: str) -> dict[str, Any]:
     return {
         "when": label,
@@ -74,8 +56,7 @@ def sample(label: str) -> dict[str, Any]:
     }
 
 
-def start_simulator(targets: int, seed: int) -> tuple[subprocess.Popen[str], str]:
-    scenario = Path(f"/tmp/soak-scenario-{os.getpid()}.yaml")
+def soak_simulator(targets: int, seed: int) -> tuple[subprocess.Popen[str], str]:
     functions = [
         {
             "project": f"p{i // 100}",
@@ -86,26 +67,7 @@ def start_simulator(targets: int, seed: int) -> tuple[subprocess.Popen[str], str
         }
         for i in range(targets)
     ]
-    scenario.write_text(json.dumps({"tokens": [TOKEN], "functions": functions}))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter.simulator.cli",
-            "--listen-address",
-            "127.0.0.1:0",
-            "--scenario",
-            str(scenario),
-            "--seed",
-            str(seed),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    url = process.stdout.readline().split("listening on ")[1].strip()
-    return process, url
+    return start_simulator(TOKEN, functions, seed=seed)
 
 
 def inject_faults(url: str, targets: int, ratio: float, rng: random.Random) -> int:
@@ -118,7 +80,7 @@ def inject_faults(url: str, targets: int, ratio: float, rng: random.Random) -> i
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    simulator, url = start_simulator(args.targets, args.seed)
+    simulator, url = soak_simulator(args.targets, args.seed)
     try:
         faulty = inject_faults(url, args.targets, args.fault_ratio, rng)
         projects: dict[str, list[str]] = {}

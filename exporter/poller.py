@@ -8,7 +8,8 @@ i of n polls at phase i/n of every interval, so there is no thundering herd at e
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 
 from exporter.budget import MUDBASE_WINDOW, POLL_DEADLINE, RequestBudget
 from exporter.client import MudbaseClient
@@ -103,14 +104,17 @@ class Poller:
         for index, key in enumerate(wanted):
             if key not in self._tasks:
                 phase = index / len(wanted)
-                self._tasks[key] = asyncio.create_task(self._run(key, start, phase), name=str(key))
+                self._tasks[key] = asyncio.create_task(
+                    self._every_interval(partial(self.poll_once, key), start, phase), name=str(key)
+                )
         for project in set(self._project_tasks) - set(self._selectors):
             self._project_tasks.pop(project).cancel()
         for index, project in enumerate(sorted(self._selectors)):
             if project not in self._project_tasks:
                 phase = index / len(self._selectors)
                 self._project_tasks[project] = asyncio.create_task(
-                    self._run_project(project, start, phase), name=f"project {project}"
+                    self._every_interval(partial(self.poll_project, project), start, phase),
+                    name=f"project {project}",
                 )
         self._metrics.targets.set(self._state.count())
         self._metrics.poll_interval.set(self._interval)
@@ -123,14 +127,17 @@ class Poller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run_project(self, project: str, start: float, phase: float) -> None:
+    async def _every_interval(
+        self, poll: Callable[[], Awaitable[None]], start: float, phase: float
+    ) -> None:
+        """Run `poll` at its phase of every interval, forever (until cancelled)."""
         loop = asyncio.get_running_loop()
         await asyncio.sleep(first_poll_delay(phase, self._interval))
-        await self.poll_project(project)
+        await poll()
         while True:
             due = next_poll_time(start, phase, self._interval, loop.time())
             await asyncio.sleep(max(0.0, due - loop.time()))
-            await self.poll_project(project)
+            await poll()
 
     async def poll_project(self, project: str) -> None:
         """List the project (one request per 100 functions) and publish every function's stats
@@ -252,15 +259,6 @@ class Poller:
             log.warning("listing failed", project=project, reason=reason.value, detail=detail)
         for key in keys:
             self._failed(key, reason, detail)
-
-    async def _run(self, key: TargetKey, start: float, phase: float) -> None:
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(first_poll_delay(phase, self._interval))
-        await self.poll_once(key)
-        while True:
-            due = next_poll_time(start, phase, self._interval, loop.time())
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            await self.poll_once(key)
 
     async def poll_once(self, key: TargetKey) -> None:
         async with self._semaphore:
