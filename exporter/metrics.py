@@ -135,7 +135,8 @@ REQUEST_BUDGET = MetricSpec(
 TARGETS = MetricSpec(
     "mudbase_exporter_targets",
     "gauge",
-    "Number of functions the exporter is configured to poll.",
+    "Number of functions the exporter polls: listed in the config, or discovered with "
+    "`functions: all`.",
 )
 REQUEST_BUDGET_USED = MetricSpec(
     "mudbase_exporter_requests_per_15m",
