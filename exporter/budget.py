@@ -22,7 +22,6 @@ MUDBASE_WINDOW = 15 * 60.0
 # The event-loop time by which the current poll must end; set by the poller for its task.
 POLL_DEADLINE: ContextVar[float | None] = ContextVar("POLL_DEADLINE", default=None)
 BURST_SECONDS = 10.0
-SPARE_SHARE = 0.5  # the share of the bucket kept free for required requests
 
 
 def effective_interval(interval: float, requests_per_round: float, budget: float) -> float:
@@ -56,12 +55,6 @@ class RequestBudget:
                 )
             await asyncio.sleep(wait)
         await self._limiter.acquire()
-
-    def has_spare_capacity(self) -> bool:
-        """Whether optional work (a logs request of change-driven polling) may go now: only
-        while the bucket is at most half full, so the list requests that keep every function
-        fresh always find room."""
-        return self._limiter.has_capacity(self._limiter.max_rate * SPARE_SHARE + 1)
 
     def pause(self, seconds: float) -> None:
         """Mudbase said 429 with Retry-After: no request from anyone for `seconds`."""

@@ -34,13 +34,3 @@ async def test_a_pause_holds_every_request_until_it_ends() -> None:
     await asyncio.gather(budget.acquire(), budget.acquire())
     assert loop.time() - started >= 0.3  # ordering, not speed: nobody went before the pause end
     budget.pause(0.0)  # a shorter pause never shortens a longer one
-
-
-@pytest.mark.asyncio
-async def test_optional_requests_leave_half_the_bucket_to_required_ones() -> None:
-    budget = RequestBudget(1800)  # a bucket of 20
-    assert budget.has_spare_capacity()
-    for _ in range(10):
-        await budget.acquire()
-    assert not budget.has_spare_capacity()  # half used: change-driven logs requests wait
-    await budget.acquire()  # a required request still goes at once
