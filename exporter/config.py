@@ -233,7 +233,6 @@ class TokenCredentials:
     token: SecretStr
     source: CredentialSource
     file: Path | None = None
-    kind: Literal["token"] = "token"
 
 
 @dataclass(frozen=True)
@@ -244,7 +243,6 @@ class LoginCredentials:
     password: SecretStr
     source: CredentialSource
     file: Path | None = None
-    kind: Literal["login"] = "login"
 
 
 @dataclass(frozen=True)
@@ -254,7 +252,6 @@ class ApiKeyCredentials:
     key: SecretStr
     source: CredentialSource
     file: Path | None = None
-    kind: Literal["api_key"] = "api_key"
 
 
 Credentials = TokenCredentials | LoginCredentials | ApiKeyCredentials

@@ -10,7 +10,7 @@ from exporter.simulator.scenarios import DEMO_FUNCTIONS, DEMO_TOKEN, demo_simula
 from exporter.webconfig import WebConfig
 
 log = get_logger("exporter.demo")
-DEMO_INTERVAL = 5.0
+DEMO_INTERVAL = "5s"
 
 
 def demo_config(simulator_url: str) -> LoadedConfig:
@@ -20,7 +20,7 @@ def demo_config(simulator_url: str) -> LoadedConfig:
     config = Config.model_validate(
         {
             "mudbase": {"url": simulator_url, "timeout": "2s"},
-            "interval": "5s",
+            "interval": DEMO_INTERVAL,
             "targets": [{"project": p, "functions": f} for p, f in projects.items()],
         }
     )
@@ -43,7 +43,8 @@ async def run_demo(listen: tuple[str, int], web: WebConfig | None = None) -> int
     host = "localhost" if listen[0] in ("0.0.0.0", "::", "") else listen[0]  # noqa: S104
     base = f"http://{host}:{exporter.port}"
     print(
-        "\nmudbase-exporter demo: a simulated Mudbase with 5 functions, polled every 5s\n"
+        f"\nmudbase-exporter demo: a simulated Mudbase with {len(DEMO_FUNCTIONS)} functions, "
+        f"polled every {DEMO_INTERVAL}\n"
         f"  landing page:  {base}/\n"
         f"  metrics:       {base}/metrics\n"
         f"  simulator:     {simulator_url}/_sim/state\n"
