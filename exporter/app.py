@@ -277,7 +277,6 @@ class Exporter:
                 loaded = load_config(self.config_path)
             except ConfigError as err:
                 self.metrics.config_last_reload_successful.set(0)
-                self.state.touch()
                 log.error(  # noqa: TRY400 - the message names every problem; no traceback
                     "configuration reload failed; keeping the running configuration", error=str(err)
                 )
@@ -321,7 +320,6 @@ class Exporter:
     def _mark_loaded(self) -> None:
         self.metrics.config_last_reload_successful.set(1)
         self.metrics.config_last_reload_success_time.set(time.time())
-        self.state.touch()
 
 
 def install_signal_handlers(exporter: Exporter) -> None:

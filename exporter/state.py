@@ -159,8 +159,3 @@ class StateStore:
                 return False
             targets = self._targets.values()
             return bool(targets or self._projects_expected) and all(s.polled for s in targets)
-
-    def touch(self) -> None:
-        """Mark a change outside the targets (a config reload) so /metrics re-renders."""
-        with self._lock:
-            self._bump()
