@@ -201,9 +201,11 @@ class Poller:
         now = self._clock()
         for key, summary in found.items():
             self._state.record_success(key, summary.stats, now)
-        self._fetch_changed_logs(found, now)
+        self._fetch_changed_logs(selector.project, found, now)
 
-    def _fetch_changed_logs(self, found: Mapping[TargetKey, FunctionSummary], now: float) -> None:
+    def _fetch_changed_logs(
+        self, project: str, found: Mapping[TargetKey, FunctionSummary], now: float
+    ) -> None:
         """Logs only where the listed stats moved (or max_age passed), oldest first, and no more
         per round than this project's share of the budget the list requests leave. The stats
         themselves come from the list; a logs request is optional and never marks a function
@@ -217,7 +219,6 @@ class Poller:
             or now - self._logs_at.get(key, -math.inf) >= self._max_age
         ]
         due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
-        project = next(iter(found)).project if found else ""
         credit = self._logs_credit.get(project, 0.0) + self._logs_per_project_round()
         allowed = min(int(credit), MAX_LOGS_PER_ROUND)
         self._logs_credit[project] = min(credit - allowed, float(MAX_LOGS_PER_ROUND))
