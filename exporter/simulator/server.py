@@ -165,21 +165,24 @@ def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+def _auth_rate_limited(auth: AuthState, endpoint: str, wait: float) -> web.Response:
+    """The 429 of an auth endpoint whose per-IP limit is spent."""
+    auth.count(f"{endpoint}_rate_limited")
+    seconds = max(1, round(wait))
+    body = {
+        "success": False,
+        "error": f"Too many {endpoint} requests",
+        "code": "RATE_LIMITED",
+        "retryAfter": seconds,
+    }
+    return web.json_response(body, status=429, headers={"Retry-After": str(seconds)})
+
+
 async def _login(request: web.Request) -> web.StreamResponse:
     auth: AuthState = request.app["sim"].auth
     allowed, wait = auth.login_limit.allow(_client(request), time.time())
     if not allowed:
-        auth.count("login_rate_limited")
-        return web.json_response(
-            {
-                "success": False,
-                "error": "Too many login attempts",
-                "code": "RATE_LIMITED",
-                "retryAfter": round(wait),
-            },
-            status=429,
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
+        return _auth_rate_limited(auth, "login", wait)
     body = await request.json()
     issued = auth.login(body.get("email"), body.get("password"))
     if issued is None:
@@ -191,12 +194,7 @@ async def _refresh(request: web.Request) -> web.StreamResponse:
     auth: AuthState = request.app["sim"].auth
     allowed, wait = auth.refresh_limit.allow(_client(request), time.time())
     if not allowed:
-        auth.count("refresh_rate_limited")
-        return web.json_response(
-            {"success": False, "error": "Too many refreshes", "code": "RATE_LIMITED"},
-            status=429,
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
+        return _auth_rate_limited(auth, "refresh", wait)
     body = await request.json()
     issued = auth.refresh(body.get("refreshToken"))
     if issued is None:
