@@ -98,6 +98,8 @@ class _Runtime:
             and mine.concurrency == theirs.concurrency
             and mine.keep_values_for == theirs.keep_values_for
             and mine.max_age == theirs.max_age
+            and mine.execution_metrics == theirs.execution_metrics
+            and mine.execution_pages == theirs.execution_pages
             and self.loaded.credentials == other.credentials
         )
 
@@ -241,6 +243,8 @@ class Exporter:
             shard=self.shard,
             # Mudbase documents API keys for the list endpoint only: no logs requests then
             logs_for_changes=not isinstance(loaded.credentials, ApiKeyCredentials),
+            execution_metrics=config.execution_metrics,
+            execution_pages=config.execution_pages,
         )
         targets = self._targets(loaded)
         poller.apply(targets, config.project_selectors())

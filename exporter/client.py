@@ -33,6 +33,7 @@ from exporter.logs import get_logger
 from exporter.upstream import (
     FunctionPage,
     FunctionStats,
+    LogsPage,
     UpstreamFormatError,
     parse_function_list,
     parse_logs,
@@ -90,8 +91,15 @@ class MudbaseClient:
 
     async def function_stats(self, project: str, function: str) -> FunctionStats:
         """The function's stats from its logs endpoint, retried; PollError on failure."""
+        return (await self.function_logs(project, function)).stats
+
+    async def function_logs(
+        self, project: str, function: str, *, limit: int = 1, offset: int = 0
+    ) -> LogsPage:
+        """One page of the function's executions (newest first) and its stats, retried."""
         url = self.logs_url(project, function)
-        body = await self._with_retry(lambda: self._get(url, "logs", {"limit": "1"}))
+        params = {"limit": str(limit)} | ({"offset": str(offset)} if offset else {})
+        body = await self._with_retry(lambda: self._get(url, "logs", params))
         try:
             return parse_logs(body)
         except UpstreamFormatError as err:

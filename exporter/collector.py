@@ -3,9 +3,15 @@
 No I/O happens here: the collector only reads what the poller stored.
 """
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from exporter import metrics as m
@@ -21,6 +27,10 @@ _VALUE_FIELDS: tuple[tuple[m.MetricSpec, Callable[[FunctionStats], float | None]
 )
 
 
+def _bucket_bound(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
 def _family(spec: m.MetricSpec) -> GaugeMetricFamily:
     return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
 
@@ -33,13 +43,14 @@ class FunctionCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         specs = (*m.FUNCTION_VALUE_METRICS, *m.FUNCTION_HEALTH_METRICS, *m.FUNCTION_CONFIG_METRICS)
-        return [_family(spec) for spec in specs]
+        return [_family(spec) for spec in specs] + list(self._execution_families([]))
 
     def collect(self) -> Iterator[Metric]:
         targets = list(self._state.snapshot().values())
         yield from self._value_families(targets)
         yield from self._health_families(targets)
         yield from self._config_families(targets)
+        yield from self._execution_families(targets)
 
     @staticmethod
     def _value_families(targets: list[TargetState]) -> Iterator[GaugeMetricFamily]:
@@ -80,3 +91,25 @@ class FunctionCollector(Collector):
         yield objective
         yield expected
         yield info
+
+    @staticmethod
+    def _execution_families(targets: list[TargetState]) -> Iterator[Metric]:
+        spec = m.FUNCTION_OBSERVED_EXECUTIONS
+        observed = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+        spec = m.FUNCTION_UNOBSERVED_EXECUTIONS
+        unobserved = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+        spec = m.FUNCTION_EXECUTION_DURATION
+        duration = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+        for target in targets:
+            totals = target.executions
+            if totals is None:
+                continue
+            labels = [target.key.project, target.key.function]
+            for kind, count in sorted(totals.counts.items()):
+                observed.add_metric([*labels, *kind], count)
+            unobserved.add_metric(labels, totals.unobserved)
+            buckets = [(_bucket_bound(le), n) for le, n in totals.cumulative_buckets()]
+            duration.add_metric(labels, buckets, totals.duration_sum)
+        yield observed
+        yield unobserved
+        yield duration

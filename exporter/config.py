@@ -178,6 +178,8 @@ class Config(_Strict):
     stale_after: Duration | None = None
     slo_objective: Objective = 0.99
     max_age: Duration = 600.0
+    execution_metrics: bool = True
+    execution_pages: int = Field(default=1, ge=1, le=10)
     targets: list[TargetSpec] = Field(min_length=1)
 
     @property

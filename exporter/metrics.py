@@ -90,6 +90,31 @@ FUNCTION_INFO = MetricSpec(
     (*FUNCTION_LABELS, "name", "trigger_type", "active"),
 )
 
+# Per function, from the executions in its logs answers (execution_metrics: true).
+FUNCTION_OBSERVED_EXECUTIONS = MetricSpec(
+    "mudbase_function_observed_executions_total",
+    "counter",
+    "Executions of the function seen in its logs answers since the exporter started watching "
+    "it, each counted once, by outcome (success, failure, unknown), trigger_type and "
+    "invoked_by (fixed value sets; anything else is other, a missing field unknown).",
+    (*FUNCTION_LABELS, "outcome", "trigger_type", "invoked_by"),
+)
+FUNCTION_UNOBSERVED_EXECUTIONS = MetricSpec(
+    "mudbase_function_unobserved_executions_total",
+    "counter",
+    "Executions the function's stats reported that no fetched logs page held (more new "
+    "executions per poll than execution_pages hold): observed / (observed + unobserved) is "
+    "the coverage of the execution metrics.",
+    FUNCTION_LABELS,
+)
+FUNCTION_EXECUTION_DURATION = MetricSpec(
+    "mudbase_function_execution_duration_seconds",
+    "histogram",
+    "Execution time of the executions counted in mudbase_function_observed_executions_total "
+    "(executionTime), for percentiles.",
+    FUNCTION_LABELS,
+)
+
 FUNCTION_VALUE_METRICS = (
     FUNCTION_EXECUTIONS,
     FUNCTION_FAILED_EXECUTIONS,
@@ -99,6 +124,11 @@ FUNCTION_VALUE_METRICS = (
 )
 FUNCTION_HEALTH_METRICS = (FUNCTION_UP, FUNCTION_LAST_SUCCESS)
 FUNCTION_CONFIG_METRICS = (FUNCTION_SLO_OBJECTIVE, FUNCTION_EXPECTED_RUN_INTERVAL, FUNCTION_INFO)
+FUNCTION_EXECUTION_METRICS = (
+    FUNCTION_OBSERVED_EXECUTIONS,
+    FUNCTION_UNOBSERVED_EXECUTIONS,
+    FUNCTION_EXECUTION_DURATION,
+)
 
 # The exporter's own health.
 UPSTREAM_REQUESTS = MetricSpec(
@@ -172,6 +202,7 @@ ALL_METRICS = (
     *FUNCTION_VALUE_METRICS,
     *FUNCTION_HEALTH_METRICS,
     *FUNCTION_CONFIG_METRICS,
+    *FUNCTION_EXECUTION_METRICS,
     UPSTREAM_REQUESTS,
     POLL_ERRORS,
     POLL_DURATION,

@@ -15,6 +15,7 @@ from exporter.budget import MUDBASE_WINDOW, POLL_DEADLINE, RequestBudget
 from exporter.client import MudbaseClient
 from exporter.config import ID_PATTERN
 from exporter.errors import PollError, Reason
+from exporter.executions import PAGE_SIZE, ExecutionTotals, page_limit
 from exporter.logs import get_logger
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore
@@ -60,6 +61,8 @@ class Poller:
         budget: RequestBudget | None = None,
         shard: Shard | None = None,
         logs_for_changes: bool = True,
+        execution_metrics: bool = True,
+        execution_pages: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -79,6 +82,8 @@ class Poller:
         self._logs_at: dict[TargetKey, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._logs_enabled = logs_for_changes
+        self._execution_metrics = execution_metrics
+        self._execution_pages = execution_pages
         self._logs_credit: dict[str, float] = {}
         self._pages: dict[str, int] = {}  # list pages per project, from its latest listing
 
@@ -220,14 +225,28 @@ class Poller:
         ]
         due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
         credit = self._logs_credit.get(project, 0.0) + self._logs_per_project_round()
-        allowed = min(int(credit), MAX_LOGS_PER_ROUND)
-        self._logs_credit[project] = min(credit - allowed, float(MAX_LOGS_PER_ROUND))
-        for key in due[:allowed]:
+        spent = 0
+        for key in due:
+            total = found[key].stats.total_executions
+            pages = self._pages_for(key, total)
+            if spent + pages > min(credit, MAX_LOGS_PER_ROUND):
+                break
+            spent += pages
             self._seen[key] = _fingerprint(found[key].stats)
             self._logs_at[key] = now
-            task = asyncio.create_task(self._optional_logs(key), name=f"logs {key}")
+            task = asyncio.create_task(self._optional_logs(key, pages, total), name=f"logs {key}")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+        self._logs_credit[project] = min(credit - spent, float(MAX_LOGS_PER_ROUND))
+
+    def _pages_for(self, key: TargetKey, listed_total: int | None) -> int:
+        """Logs pages worth fetching for a function, known from its listed total: enough for
+        its new executions, at most the configured pages per poll."""
+        state = self._state.get(key)
+        if not self._execution_metrics or state is None or state.executions is None:
+            return 1
+        expected = state.executions.expected_new(listed_total)
+        return max(1, min(self._execution_pages, math.ceil(expected / PAGE_SIZE)))
 
     def _logs_per_project_round(self) -> float:
         """This project's share of what the budget leaves per round once every project's list
@@ -238,19 +257,23 @@ class Poller:
         spare = per_round * (1 - LOGS_HEADROOM) - sum(self._pages.values())
         return max(0.0, spare) / max(1, len(self._selectors))
 
-    async def _optional_logs(self, key: TargetKey) -> None:
-        """A change-driven logs request: a failure is counted and logged, nothing more."""
+    async def _optional_logs(self, key: TargetKey, pages: int, listed_total: int | None) -> None:
+        """A change-driven logs request: its executions are counted; a failure is counted and
+        logged, nothing more (the stats came from the list)."""
         async with self._semaphore:
             budget = self._interval * POLL_DEADLINE_SHARE
             POLL_DEADLINE.set(asyncio.get_running_loop().time() + budget)
             try:
                 async with asyncio.timeout(budget):
-                    await self._client.function_stats(key.project, key.function)
+                    _, executions = await self._logs(key, pages, listed_total)
             except PollError as err:
                 self._metrics.poll_errors.labels(err.reason.value).inc()
                 log.debug("logs request failed", target=str(key), reason=err.reason.value)
             except TimeoutError:
                 self._metrics.poll_errors.labels(Reason.TIMEOUT.value).inc()
+            else:
+                if executions is not None:
+                    self._state.record_executions(key, executions)
 
     def _project_failed(self, project: str, reason: Reason, detail: str) -> None:
         self._state.project_attempted(project)
@@ -268,7 +291,7 @@ class Poller:
             POLL_DEADLINE.set(asyncio.get_running_loop().time() + budget)
             try:
                 async with asyncio.timeout(budget):
-                    stats = await self._client.function_stats(key.project, key.function)
+                    stats, executions = await self._logs(key, pages=self._execution_pages)
             except PollError as err:
                 self._failed(key, err.reason, err.detail)
             except TimeoutError:
@@ -277,13 +300,47 @@ class Poller:
                 log.exception("unexpected error while polling", target=str(key))
                 self._failed(key, Reason.INTERNAL, type(err).__name__)
             else:
-                self._succeeded(key, stats)
+                self._succeeded(key, stats, executions)
             finally:
                 self._metrics.poll_duration.observe(time.monotonic() - started)
 
-    def _succeeded(self, key: TargetKey, stats: FunctionStats) -> None:
+    async def _logs(
+        self, key: TargetKey, pages: int, listed_total: int | None = None
+    ) -> tuple[FunctionStats, ExecutionTotals | None]:
+        """The stats from the logs endpoint, and the execution totals advanced by the new
+        executions on up to `pages` pages (one request each). The first answer of a function
+        only places its execution cursor (one execution asked for)."""
+        state = self._state.get(key)
+        totals = state.executions if state is not None else None
+        if not self._execution_metrics:
+            return (await self._client.function_logs(key.project, key.function)).stats, None
+        if totals is None:
+            first = await self._client.function_logs(key.project, key.function)
+            return first.stats, ExecutionTotals.start(
+                first.executions, first.stats.total_executions
+            )
+        limit = page_limit(totals.expected_new(listed_total))
+        first = await self._client.function_logs(key.project, key.function, limit=limit)
+        new = totals.collector()
+        page, offset = first, 0
+        for fetched in range(1, pages + 1):
+            if not new.add_page(page.executions, limit) or fetched == pages:
+                break
+            offset, limit = offset + len(page.executions), PAGE_SIZE
+            try:
+                page = await self._client.function_logs(
+                    key.project, key.function, limit=limit, offset=offset
+                )
+            except PollError as err:  # the stats are in hand: what was missed is unobserved
+                log.debug("logs page failed", target=str(key), reason=err.reason.value)
+                break
+        return first.stats, totals.advance(new.found, first.stats.total_executions)
+
+    def _succeeded(
+        self, key: TargetKey, stats: FunctionStats, executions: ExecutionTotals | None
+    ) -> None:
         previous = self._state.get(key)
-        self._state.record_success(key, stats, self._clock())
+        self._state.record_success(key, stats, self._clock(), executions)
         if previous is not None and previous.up is False:
             log.info("poll recovered", target=str(key), failures=previous.consecutive_failures)
         else:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from exporter.executions import ExecutionTotals
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 
@@ -29,6 +30,7 @@ class TargetState:
     last_error_time: float | None = None
     consecutive_failures: int = 0
     info: FunctionInfo | None = None  # from the list endpoint, for discovered functions
+    executions: ExecutionTotals | None = None  # None: no logs answer with executions yet
 
     @property
     def polled(self) -> bool:
@@ -116,14 +118,34 @@ class StateStore:
         with self._lock:
             return [k for k in self._targets if k.project == project]
 
-    def record_success(self, key: TargetKey, stats: FunctionStats, now: float) -> None:
+    def record_success(
+        self,
+        key: TargetKey,
+        stats: FunctionStats,
+        now: float,
+        executions: ExecutionTotals | None = None,
+    ) -> None:
         with self._lock:
             current = self._targets.get(key)
             if current is None:  # removed from the config while its poll was running
                 return
             self._targets[key] = replace(
-                current, stats=stats, up=True, last_success=now, consecutive_failures=0
+                current,
+                stats=stats,
+                up=True,
+                last_success=now,
+                consecutive_failures=0,
+                executions=executions or current.executions,
             )
+            self._bump()
+
+    def record_executions(self, key: TargetKey, executions: ExecutionTotals) -> None:
+        """New execution totals from a logs request (the stats came from the list)."""
+        with self._lock:
+            current = self._targets.get(key)
+            if current is None:
+                return
+            self._targets[key] = replace(current, executions=executions)
             self._bump()
 
     def record_failure(

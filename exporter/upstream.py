@@ -64,7 +64,12 @@ class _Stats(_Model):
 
 
 class _Execution(_Model):
+    id: str | None = Field(None, alias="_id")
     executed_at: datetime | None = Field(None, alias="executedAt")
+    execution_time: Annotated[float | None, _in_range(0)] = Field(None, alias="executionTime")
+    success: bool | None = None
+    trigger_type: str | None = Field(None, alias="triggerType")
+    invoked_by: str | None = Field(None, alias="invokedBy")
 
 
 class _LogsData(_Model):
@@ -77,8 +82,28 @@ class _LogsEnvelope(_Model):
     data: _LogsData
 
 
-def parse_logs(body: bytes) -> FunctionStats:
-    """Stats from a logs answer; UpstreamFormatError if the body is not the documented shape."""
+@dataclass(frozen=True)
+class Execution:
+    """One execution from a logs answer, in exporter units (unix time, seconds)."""
+
+    id: str | None = None
+    executed_at: float | None = None
+    duration_seconds: float | None = None
+    success: bool | None = None
+    trigger_type: str | None = None
+    invoked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class LogsPage:
+    """A logs answer: the function's stats, and one page of its executions, newest first."""
+
+    stats: FunctionStats
+    executions: tuple[Execution, ...] = ()
+
+
+def parse_logs(body: bytes) -> LogsPage:
+    """A logs answer; UpstreamFormatError if the body is not the documented shape."""
     try:
         envelope = _LogsEnvelope.model_validate_json(body)
     except ValidationError as err:
@@ -86,8 +111,20 @@ def parse_logs(body: bytes) -> FunctionStats:
     if envelope.success is False:
         raise UpstreamFormatError("answer says success: false")
     stats = envelope.data.stats or _Stats.model_validate({})
-    newest = _newest_execution(envelope.data.executions or [])
-    return _to_function_stats(stats, newest)
+    raw = envelope.data.executions or []
+    newest = _newest_execution(raw)
+    return LogsPage(_to_function_stats(stats, newest), tuple(_to_execution(e) for e in raw))
+
+
+def _to_execution(raw: _Execution) -> Execution:
+    return Execution(
+        id=raw.id,
+        executed_at=_unix_time(raw.executed_at) if raw.executed_at is not None else None,
+        duration_seconds=raw.execution_time / 1000 if raw.execution_time is not None else None,
+        success=raw.success,
+        trigger_type=raw.trigger_type,
+        invoked_by=raw.invoked_by,
+    )
 
 
 class _Trigger(_Model):

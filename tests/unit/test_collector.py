@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.collector import FunctionCollector
 from exporter.state import StateStore
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
-from exporter.upstream import FunctionStats
+from exporter.executions import ExecutionTotals
+from exporter.upstream import Execution, FunctionStats
 
 GOLDEN = Path(__file__).resolve().parent.parent / "testdata" / "golden" / "functions.txt"
 FULL = FunctionStats(
@@ -41,10 +42,24 @@ def build_state() -> StateStore:
     for key in (HEALTHY, FAILING, EXPIRED, DELETED, QUOTED):
         state.record_success(key, FULL, now=1000.0)
     state.record_success(SPARSE, FunctionStats(total_executions=7), now=1000.0)
+    state.record_executions(HEALTHY, observed_executions())
+    state.record_executions(FAILING, ExecutionTotals.start([], total=0))
     state.record_failure(FAILING, "server_error", 1100.0, keep_values_for=180, drop_values=False)
     state.record_failure(EXPIRED, "timeout", 1300.0, keep_values_for=180, drop_values=False)
     state.record_failure(DELETED, "not_found", 1010.0, keep_values_for=180, drop_values=True)
     return state
+
+
+def observed_executions() -> ExecutionTotals:
+    """Placed at 40 executions; then 2 more reported, and 4 new ones seen (the stats lag)."""
+    totals = ExecutionTotals.start([Execution("e0", 100.0, 0.1, True, "http", "trigger")], 40)
+    seen = [
+        Execution("e1", 101.0, 0.004, True, "http", "trigger"),
+        Execution("e2", 102.0, 0.3, False, "http", "trigger"),
+        Execution("e3", 103.0, 200.0, None, "queue", None),
+        Execution("e4", 104.0, None, True, "http", "manual"),
+    ]
+    return totals.advance(seen, 42)
 
 
 def render(state: StateStore) -> str:

@@ -11,7 +11,7 @@ from exporter.poller import Poller, first_poll_delay, next_poll_time
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore
 from exporter.targets import FunctionSettings, TargetKey
-from exporter.upstream import FunctionStats
+from exporter.upstream import Execution, FunctionStats, LogsPage
 
 KEYS = [TargetKey("p", f"f{i}") for i in range(10)]
 SETTINGS = dict.fromkeys(KEYS, FunctionSettings(0.99))
@@ -26,7 +26,9 @@ class FakeClient:
         self.release = asyncio.Event()
         self.behaviour: dict[str, str] = {}
 
-    async def function_stats(self, project: str, function: str) -> FunctionStats:
+    async def function_logs(
+        self, project: str, function: str, *, limit: int = 1, offset: int = 0
+    ) -> LogsPage:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -38,12 +40,14 @@ class FakeClient:
             if kind == "forbidden":
                 raise PollError(Reason.FORBIDDEN, "HTTP 403")
             await self.release.wait()
-            return FunctionStats(total_executions=1)
+            return LogsPage(FunctionStats(total_executions=1))
         finally:
             self.in_flight -= 1
 
 
-def poller(client: FakeClient, state: StateStore, interval: float = 60.0) -> Poller:
+def poller(
+    client: "FakeClient | FunctionLog", state: StateStore, interval: float = 60.0, pages: int = 1
+) -> Poller:
     fake: MudbaseClient = client  # type: ignore[assignment]
     return Poller(
         fake,
@@ -52,6 +56,7 @@ def poller(client: FakeClient, state: StateStore, interval: float = 60.0) -> Pol
         interval=interval,
         concurrency=3,
         keep_values_for=180,
+        execution_pages=pages,
     )
 
 
@@ -119,3 +124,113 @@ async def test_apply_starts_new_and_stops_removed_pollers() -> None:
     p.apply({KEYS[0]: SETTINGS[KEYS[0]]})
     assert list(state.snapshot()) == [KEYS[0]]
     await p.stop()
+
+
+class FunctionLog:
+    """One function's executions, newest first, served with offset paging like Mudbase's.
+
+    `arrive_between_pages` executions are added after each page is served, so the next page
+    shifts (the drift the cursor must absorb)."""
+
+    def __init__(self) -> None:
+        self.executions: list[Execution] = []
+        self.requests: list[tuple[int, int]] = []
+        self.arrive_between_pages = 0
+
+    def run(self, count: int, success: bool = True) -> None:
+        for _ in range(count):
+            serial = len(self.executions)
+            execution = Execution(f"e{serial}", 1000.0 + serial, 0.2, success, "http", "trigger")
+            self.executions.insert(0, execution)
+
+    async def function_logs(
+        self, project: str, function: str, *, limit: int = 1, offset: int = 0
+    ) -> LogsPage:
+        self.requests.append((limit, offset))
+        page = tuple(self.executions[offset : offset + limit])
+        stats = FunctionStats(total_executions=len(self.executions))
+        self.run(self.arrive_between_pages)
+        return LogsPage(stats, page)
+
+
+def observed(state: StateStore) -> tuple[int, int]:
+    totals = state.snapshot()[KEYS[0]].executions
+    assert totals is not None
+    return sum(totals.counts.values()), totals.unobserved
+
+
+@pytest.mark.asyncio
+async def test_the_first_answer_places_the_cursor_and_later_ones_count_new_executions() -> None:
+    log, state = FunctionLog(), StateStore()
+    log.run(30)
+    p = poller(log, state)
+    state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
+    await p.poll_once(KEYS[0])
+    assert observed(state) == (0, 0)  # history before the exporter watched is not counted
+    log.run(4, success=False)
+    log.run(3)
+    await p.poll_once(KEYS[0])
+    totals = state.snapshot()[KEYS[0]].executions
+    assert totals is not None
+    assert dict(totals.counts) == {
+        ("failure", "http", "trigger"): 4,
+        ("success", "http", "trigger"): 3,
+    }
+    assert totals.buckets[5] == 7  # 0.2 s: the 0.25 s bucket (the sixth)
+    assert log.requests == [(1, 0), (10, 0)]
+    await p.poll_once(KEYS[0])  # nothing new: nothing counted twice
+    assert observed(state) == (7, 0)
+
+
+@pytest.mark.asyncio
+async def test_more_new_executions_than_one_page_are_counted_as_unobserved() -> None:
+    log, state = FunctionLog(), StateStore()
+    p = poller(log, state)
+    state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
+    await p.poll_once(KEYS[0])
+    log.run(150)
+    await p.poll_once(KEYS[0])
+    assert observed(state) == (10, 140)  # a page of 10 (the function was idle), one page a poll
+    log.run(150)
+    await p.poll_once(KEYS[0])
+    assert observed(state) == (110, 190)  # the page grows to 100 with the function's pace
+    assert log.requests[-1] == (100, 0)
+
+
+@pytest.mark.asyncio
+async def test_paging_through_shifting_pages_counts_every_execution_once() -> None:
+    log, state = FunctionLog(), StateStore()
+    p = poller(log, state, pages=5)
+    state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
+    await p.poll_once(KEYS[0])
+    log.run(250)
+    log.arrive_between_pages = 7  # every page request, 7 more executions push the list down
+    await p.poll_once(KEYS[0])
+    log.arrive_between_pages = 0
+    counted, unobserved = observed(state)
+    assert counted + unobserved == 250  # the stats said 250 new: each counted once or missed
+    assert counted == 250
+    assert [offset for _, offset in log.requests] == [0, 0, 10, 110, 210]
+    await p.poll_once(KEYS[0])  # the executions that arrived during paging come next
+    assert observed(state) == (250 + 4 * 7, 0)
+
+
+@pytest.mark.asyncio
+async def test_without_execution_metrics_one_execution_is_asked_for_and_none_kept() -> None:
+    log, state = FunctionLog(), StateStore()
+    p = Poller(
+        log,  # type: ignore[arg-type]
+        state,
+        ExporterMetrics(CollectorRegistry()),
+        interval=60,
+        concurrency=1,
+        keep_values_for=180,
+        execution_metrics=False,
+    )
+    state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
+    log.run(5)
+    await p.poll_once(KEYS[0])
+    log.run(5)
+    await p.poll_once(KEYS[0])
+    assert log.requests == [(1, 0), (1, 0)]
+    assert state.snapshot()[KEYS[0]].executions is None

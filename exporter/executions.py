@@ -1,0 +1,184 @@
+"""Execution-level totals: which executions of a logs answer are new, and what they add up to.
+
+Mudbase lists executions newest first, and offset paging drifts while executions arrive
+(UPSTREAM.md). Per function, a cursor (the newest `executedAt` counted, and the IDs counted at
+that instant) tells new executions from ones already counted, in constant memory. The totals
+are immutable snapshots kept in the state store beside the stats; the collector turns them into
+counters and a histogram. Nothing here does I/O.
+
+The first logs answer of a function only places the cursor: the counters count executions
+observed from then on, as a counter should. Executions the stats say happened but that were not
+seen (more new executions than the pages fetched per poll hold) are counted as unobserved, so
+the histogram's coverage is visible.
+"""
+
+import bisect
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from exporter.upstream import Execution
+
+# Label values are fixed sets: anything else Mudbase sends is `other`, a missing field `unknown`.
+OUTCOMES = ("success", "failure", "unknown")
+TRIGGER_TYPES = ("document", "file", "http", "cron", "schedule", "webhook", "auth", "manual")
+INVOKERS = ("trigger", "manual", "api_key", "cron")
+OTHER, UNKNOWN = "other", "unknown"
+
+# Serverless execution times: from a few milliseconds to a timed-out run of minutes.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+
+PAGE_SIZE = 100  # the logs endpoint's maximum `limit`
+MIN_PAGE = 10  # the smallest page asked for once the cursor is placed
+MAX_LAG = PAGE_SIZE  # executions seen before the stats count them (eventual consistency), kept
+
+Kind = tuple[str, str, str]  # outcome, trigger_type, invoked_by
+
+
+def kind_of(execution: Execution) -> Kind:
+    """The bounded label values of one execution."""
+    if execution.success is None:
+        outcome = UNKNOWN
+    else:
+        outcome = "success" if execution.success else "failure"
+    return (
+        outcome,
+        _bounded(execution.trigger_type, TRIGGER_TYPES),
+        _bounded(execution.invoked_by, INVOKERS),
+    )
+
+
+def _bounded(value: str | None, allowed: tuple[str, ...]) -> str:
+    if value is None or value == "":
+        return UNKNOWN
+    return value if value in allowed else OTHER
+
+
+def page_limit(expected_new: int | None) -> int:
+    """How many executions to ask for: one to place the cursor, else what is expected, doubled."""
+    if expected_new is None:
+        return 1
+    return max(MIN_PAGE, min(PAGE_SIZE, 2 * expected_new + MIN_PAGE))
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The newest execution time counted, and the IDs counted at exactly that time."""
+
+    newest: float
+    ids_at_newest: frozenset[str]
+
+    def is_new(self, execution: Execution) -> bool:
+        at = execution.executed_at
+        if at is None:
+            return False
+        return at > self.newest or (
+            at == self.newest and _identity(execution) not in self.ids_at_newest
+        )
+
+    def moved_to(self, executions: Iterable[Execution]) -> "Cursor":
+        newest, ids = self.newest, set(self.ids_at_newest)
+        for execution in executions:
+            at = execution.executed_at
+            if at is None or at < newest:
+                continue
+            if at > newest:
+                newest, ids = at, set()
+            ids.add(_identity(execution))
+        return Cursor(newest, frozenset(ids))
+
+
+def _identity(execution: Execution) -> str:
+    return execution.id if execution.id else repr(execution.executed_at)
+
+
+_EMPTY_CURSOR = Cursor(float("-inf"), frozenset())
+
+
+@dataclass(frozen=True)
+class ExecutionTotals:
+    """What one function's executions add up to since its cursor was placed."""
+
+    cursor: Cursor = _EMPTY_CURSOR
+    counts: Mapping[Kind, int] = field(default_factory=lambda: MappingProxyType({}))
+    buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)  # per bucket, +Inf last
+    duration_sum: float = 0.0
+    unobserved: int = 0
+    last_total: int | None = None  # totalExecutions at the latest poll
+    last_new: int = 0  # new executions the stats reported at the latest poll
+    debt: int = 0  # counted by the stats, not seen yet; negative while the stats lag
+
+    @classmethod
+    def start(cls, executions: Sequence[Execution], total: int | None) -> "ExecutionTotals":
+        """The first answer places the cursor; nothing is counted yet."""
+        return cls(cursor=_EMPTY_CURSOR.moved_to(executions), last_total=total)
+
+    def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
+        return [e for e in executions if self.cursor.is_new(e)]
+
+    def expected_new(self, total: int | None) -> int:
+        """New executions the stats (e.g. from the function list) report since the last poll."""
+        if total is None or self.last_total is None or total < self.last_total:
+            return self.last_new
+        return total - self.last_total
+
+    def advance(self, new: Sequence[Execution], total: int | None) -> "ExecutionTotals":
+        """Count `new` (already de-duplicated), and account for what the stats saw beyond it."""
+        reported = 0 if total is None or self.last_total is None else total - self.last_total
+        reported = max(0, reported)  # a shrinking total (retention, a recreated function)
+        debt = self.debt + reported - len(new)
+        counts = Counter(self.counts)
+        counts.update(kind_of(e) for e in new)
+        buckets = list(self.buckets)
+        duration_sum = self.duration_sum
+        for execution in new:
+            if execution.duration_seconds is not None:
+                buckets[bisect.bisect_left(DURATION_BUCKETS, execution.duration_seconds)] += 1
+                duration_sum += execution.duration_seconds
+        return ExecutionTotals(
+            cursor=self.cursor.moved_to(new),
+            counts=MappingProxyType(dict(counts)),
+            buckets=tuple(buckets),
+            duration_sum=duration_sum,
+            unobserved=self.unobserved + max(0, debt),
+            last_total=total if total is not None else self.last_total,
+            last_new=reported,
+            debt=max(-MAX_LAG, min(0, debt)),
+        )
+
+    def collector(self) -> "NewExecutions":
+        """Gathers the new executions of one poll's pages."""
+        return NewExecutions(self.cursor)
+
+    def cumulative_buckets(self) -> list[tuple[float, int]]:
+        """(upper bound, executions at most that long), +Inf last, as a histogram exposes."""
+        running, result = 0, []
+        for bound, count in zip((*DURATION_BUCKETS, float("inf")), self.buckets, strict=True):
+            running += count
+            result.append((bound, running))
+        return result
+
+
+class NewExecutions:
+    """The new executions of one poll, gathered page by page (newest first).
+
+    A page that shifted while new executions arrived repeats some of the previous page's:
+    they are counted once. Paging can stop once a page reaches the cursor (it holds an
+    execution counted before), or comes back short (the end of the list).
+    """
+
+    def __init__(self, cursor: Cursor) -> None:
+        self._cursor = cursor
+        self._ids: set[str] = set()
+        self.found: list[Execution] = []
+
+    def add_page(self, executions: Sequence[Execution], limit: int) -> bool:
+        """Take a page's new executions; True if an older page could hold more of them."""
+        new = [e for e in executions if self._cursor.is_new(e)]
+        for execution in new:
+            identity = _identity(execution)
+            if identity not in self._ids:
+                self._ids.add(identity)
+                self.found.append(execution)
+        return len(new) == len(executions) == limit

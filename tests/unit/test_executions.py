@@ -1,0 +1,100 @@
+"""Execution totals: the cursor, bounded label values, unobserved executions, the histogram."""
+
+import pytest
+
+from exporter.executions import (
+    DURATION_BUCKETS,
+    ExecutionTotals,
+    NewExecutions,
+    kind_of,
+    page_limit,
+)
+from exporter.upstream import Execution
+
+
+def run(serial: int, at: float | None = None, seconds: float | None = 0.1) -> Execution:
+    return Execution(f"e{serial}", 1000.0 + serial if at is None else at, seconds, True, "http")
+
+
+def test_label_values_are_bounded_sets() -> None:
+    assert kind_of(Execution(success=False, trigger_type="document", invoked_by="cron")) == (
+        "failure",
+        "document",
+        "cron",
+    )
+    assert kind_of(Execution(trigger_type="kafka-topic-7", invoked_by="robot")) == (
+        "unknown",
+        "other",
+        "other",
+    )
+    assert kind_of(Execution(success=True, trigger_type="")) == ("success", "unknown", "unknown")
+
+
+def test_executions_at_the_same_instant_are_told_apart_by_id() -> None:
+    totals = ExecutionTotals.start([run(1, at=50.0)], total=1)
+    same_instant = [run(2, at=50.0), run(1, at=50.0)]
+    assert totals.new_of(same_instant) == [run(2, at=50.0)]
+    after = totals.advance([run(2, at=50.0)], total=2)
+    assert after.new_of(same_instant) == []
+
+
+def test_an_execution_without_a_time_is_never_counted() -> None:
+    totals = ExecutionTotals.start([], total=0)
+    undated = Execution("x", None, 0.1, True)
+    assert totals.new_of([undated]) == []
+    assert totals.advance([], total=1).unobserved == 1  # the stats saw it: it is unobserved
+
+
+def test_stats_that_lag_the_executions_do_not_count_unobserved_ones() -> None:
+    totals = ExecutionTotals.start([], total=10)
+    totals = totals.advance([run(1), run(2), run(3)], total=11)  # the stats lag by two
+    assert totals.unobserved == 0
+    totals = totals.advance([], total=13)  # and catch up
+    assert totals.unobserved == 0
+    totals = totals.advance([run(4)], total=16)  # two more than seen
+    assert totals.unobserved == 2
+
+
+def test_a_shrinking_total_counts_nothing_and_moves_the_baseline() -> None:
+    totals = ExecutionTotals.start([], total=500).advance([], total=20)  # retention, recreation
+    assert totals.unobserved == 0
+    assert totals.advance([run(1)], total=22).unobserved == 1
+
+
+def test_durations_fall_into_le_buckets() -> None:
+    executions = [run(1, seconds=0.005), run(2, seconds=0.0051), run(3, seconds=500.0)]
+    executions.append(run(4, seconds=None))
+    totals = ExecutionTotals.start([], total=0).advance(executions, total=4)
+    cumulative = dict(totals.cumulative_buckets())
+    assert cumulative[0.005] == 1  # le: at most the bound
+    assert cumulative[0.01] == 2
+    assert cumulative[DURATION_BUCKETS[-1]] == 2
+    assert cumulative[float("inf")] == 3  # the execution with no time is not in the histogram
+    assert totals.duration_sum == pytest.approx(500.0101)
+    assert sum(totals.counts.values()) == 4  # but it is counted
+
+
+@pytest.mark.parametrize(
+    ("expected", "limit"), [(None, 1), (0, 10), (3, 16), (45, 100), (10_000, 100)]
+)
+def test_the_page_asked_for_follows_the_expected_new_executions(
+    expected: int | None, limit: int
+) -> None:
+    assert page_limit(expected) == limit
+
+
+def test_expected_new_executions_come_from_a_listed_total_or_the_last_poll() -> None:
+    totals = ExecutionTotals.start([], total=10).advance([], total=17)
+    assert totals.expected_new(None) == 7
+    assert totals.expected_new(30) == 13
+    assert totals.expected_new(3) == 7  # a shrinking total says nothing: the last pace
+
+
+def test_paging_stops_at_the_cursor_or_at_a_short_page() -> None:
+    cursor = ExecutionTotals.start([run(10)], total=10).cursor
+    pages = NewExecutions(cursor)
+    assert pages.add_page([run(14), run(13)], limit=2) is True
+    assert pages.add_page([run(13), run(12)], limit=2) is True  # shifted: run 13 again
+    assert pages.add_page([run(11), run(10)], limit=2) is False  # reached the cursor
+    assert [e.id for e in pages.found] == ["e14", "e13", "e12", "e11"]
+    assert NewExecutions(cursor).add_page([run(11)], limit=2) is False  # the end of the list
