@@ -205,6 +205,76 @@ def per_function() -> list[Panel]:
     )
 
 
+OBSERVED = "mudbase_function_observed_executions_total"
+DURATION_BUCKETS = "mudbase_function_execution_duration_seconds_bucket"
+
+
+def executions() -> list[Panel]:
+    legend = "{{project}}/{{function}}"
+    observed = f"rate({OBSERVED}{{{SEL}}}[$__rate_interval])"
+    unobserved = f"rate(mudbase_function_unobserved_executions_total{{{SEL}}}[$__rate_interval])"
+    buckets = f"rate({DURATION_BUCKETS}{{{SEL}}}[$__rate_interval])"
+    return row(
+        "Executions",
+        [
+            series(
+                "Execution time percentiles",
+                "p50, p95 and p99 of the execution time of the selected functions, from the "
+                "executions the exporter observed in Mudbase's logs.",
+                "s",
+                [
+                    (f"histogram_quantile({q}, sum by (le) ({buckets}))", f"p{round(q * 100)}")
+                    for q in (0.5, 0.95, 0.99)
+                ],
+                width=8,
+            ),
+            series(
+                "p95 execution time per function",
+                "95th percentile of each function's execution time.",
+                "s",
+                [(f"histogram_quantile(0.95, sum by (project, function, le) ({buckets}))", legend)],
+                width=8,
+            ),
+            series(
+                "Observed executions by outcome",
+                "Executions per minute seen in logs answers, by outcome.",
+                "opm",
+                [(f"60 * sum by (outcome) ({observed})", "{{outcome}}")],
+                width=8,
+            ),
+            series(
+                "Observed executions by invoker",
+                "Executions per minute by invokedBy (trigger, manual, api_key, cron).",
+                "opm",
+                [(f"60 * sum by (invoked_by) ({observed})", "{{invoked_by}}")],
+                width=8,
+            ),
+            series(
+                "Observed executions by trigger type",
+                "Executions per minute by triggerType.",
+                "opm",
+                [(f"60 * sum by (trigger_type) ({observed})", "{{trigger_type}}")],
+                width=8,
+            ),
+            series(
+                "Execution coverage",
+                "Share of the executions Mudbase counted that the exporter saw in logs "
+                "answers (the rest are unobserved: raise execution_pages if it is low).",
+                "percentunit",
+                [
+                    (
+                        f"sum by (project, function) ({observed}) / (sum by (project, function) "
+                        f"({observed}) + sum by (project, function) ({unobserved}))",
+                        legend,
+                    )
+                ],
+                width=8,
+                defaults={"min": 0, "max": 1},
+            ),
+        ],
+    )
+
+
 def slo() -> list[Panel]:
     legend = "{{project}}/{{function}}"
     budget = f"(1 - mudbase_function_slo_objective{{{SEL}}})"
@@ -343,7 +413,7 @@ def dashboard() -> dict[str, Any]:
                 ),
             ]
         },
-        "panels": [*overview(), *per_function(), *slo(), *exporter_health()],
+        "panels": [*overview(), *per_function(), *executions(), *slo(), *exporter_health()],
     }
 
 

@@ -44,7 +44,13 @@ def test_dashboard_structure() -> None:
     uids = set(re.findall(r'"uid": "([^"]*)"', text)) - {dashboard["uid"]}
     assert uids == {"${datasource}"}
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Overview", "Per function", "SLO and error budget", "Exporter health"]
+    assert rows == [
+        "Overview",
+        "Per function",
+        "Executions",
+        "SLO and error budget",
+        "Exporter health",
+    ]
     for panel in panels():
         assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
         assert panel["description"], panel["title"]

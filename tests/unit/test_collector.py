@@ -6,9 +6,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.collector import FunctionCollector
+from exporter.executions import ExecutionTotals
 from exporter.state import StateStore
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
-from exporter.executions import ExecutionTotals
 from exporter.upstream import Execution, FunctionStats
 
 GOLDEN = Path(__file__).resolve().parent.parent / "testdata" / "golden" / "functions.txt"
