@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,27 @@ def project_config(url: str, functions: int, interval: str, extra: str = "") -> 
         f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 10s{extra}}}\n"
         f"interval: {interval}\nconcurrency: 16\ntargets:\n{targets}"
     )
+
+
+async def wait_executions_tracked(exporter: Exporter, functions: int, within: float) -> None:
+    """Until 95% of the functions have execution totals (a logs answer placed their cursor)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        states = exporter.state.snapshot().values()
+        if sum(1 for s in states if s.executions is not None) >= 0.95 * functions:
+            return
+        await asyncio.sleep(1)
+    raise RuntimeError("execution totals did not reach 95% of the functions in time")
+
+
+def render_ms(exporter: Exporter) -> float:
+    """Median time to render the per-function families once (what the renderer thread does)."""
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        generate_latest(exporter.function_registry)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 async def wait_all_polled(exporter: Exporter, functions: int, within: float) -> float:
@@ -137,6 +159,7 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
         exporter = Exporter(loaded, ("127.0.0.1", 0))
         runner = asyncio.create_task(exporter.run())
         await wait_all_polled(exporter, args.functions, 300)
+        await wait_executions_tracked(exporter, args.functions, 300)
         await asyncio.sleep(3)
         metrics = f"http://127.0.0.1:{exporter.port}/metrics"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics).read())
@@ -167,6 +190,7 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
             "median_scrape_ms_upstream_5s_latency": round(statistics.median(slow), 2),
             "ratio_5s_to_0s_latency": round(statistics.median(slow) / exporter_ms, 2),
             "rss_mb": round(rss_mb(), 1),
+            "render_ms": round(await asyncio.to_thread(render_ms, exporter), 1),
         }
         fixed.shutdown()
         exporter.request_stop()

@@ -5,7 +5,8 @@ most `mudbase.request_budget` of them (default 1600, leaving room for other clie
 IP), through an aiolimiter leaky bucket that holds ten seconds' worth of requests: in any
 15-minute window that is at most the budget plus about 1% (the bucket's size), well inside the
 headroom. A 429's Retry-After pauses every request, not only the function that got it: the
-limit is per IP.
+limit is per IP. A 429 without a Retry-After pauses every request too, for 2 s, doubling with
+each such 429 in a row (at most 60 s) until a request succeeds.
 """
 
 import asyncio
@@ -22,6 +23,8 @@ MUDBASE_WINDOW = 15 * 60.0
 # The event-loop time by which the current poll must end; set by the poller for its task.
 POLL_DEADLINE: ContextVar[float | None] = ContextVar("POLL_DEADLINE", default=None)
 BURST_SECONDS = 10.0
+UNHINTED_PAUSE = 2.0  # after a 429 with no Retry-After; doubles while they keep coming
+MAX_UNHINTED_PAUSE = 60.0
 
 
 def effective_interval(interval: float, requests_per_round: float, budget: float) -> float:
@@ -35,6 +38,7 @@ class RequestBudget:
         rate = requests_per_window / window
         self._limiter = AsyncLimiter(max(1.0, rate * BURST_SECONDS), BURST_SECONDS)
         self._paused_until = 0.0
+        self._unhinted_in_a_row = 0
 
     def __repr__(self) -> str:
         return f"RequestBudget({self.per_window:g} per 15m)"
@@ -62,3 +66,13 @@ class RequestBudget:
         if until > self._paused_until:
             self._paused_until = until
             log.info("rate limited by Mudbase: pausing every request", seconds=seconds)
+
+    def pause_unhinted(self) -> None:
+        """Mudbase said 429 without Retry-After: pause everyone, longer while it repeats."""
+        seconds = min(MAX_UNHINTED_PAUSE, UNHINTED_PAUSE * 2**self._unhinted_in_a_row)
+        self._unhinted_in_a_row += 1
+        self.pause(seconds)
+
+    def succeeded(self) -> None:
+        """A request was answered: the next 429 without Retry-After starts from the base pause."""
+        self._unhinted_in_a_row = 0

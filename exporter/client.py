@@ -148,9 +148,14 @@ class MudbaseClient:
             response = await self._send(url, endpoint, params, headers)
         if response.status_code != 200:
             error = error_for_response(response, secrets_in(headers))
-            if error.retry_after is not None and self._budget is not None:
-                self._budget.pause(error.retry_after)
+            if error.status == 429 and self._budget is not None:
+                if error.retry_after is not None:
+                    self._budget.pause(error.retry_after)
+                else:
+                    self._budget.pause_unhinted()
             raise error
+        if self._budget is not None:
+            self._budget.succeeded()
         return response.content
 
     async def _send(

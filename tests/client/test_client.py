@@ -18,6 +18,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
+from exporter import budget as budget_module
 from exporter.auth import Credential, FileToken, StaticToken
 from exporter.budget import RequestBudget
 from exporter.client import MudbaseClient, RetryPolicy
@@ -497,3 +498,38 @@ async def test_a_429_pauses_requests_for_every_function() -> None:
     (_, limited_at), (function, sent_at) = sent
     assert function == "second"
     assert sent_at - limited_at >= 1.0
+
+
+@pytest.mark.asyncio
+async def test_a_429_without_retry_after_pauses_everyone_longer_while_it_repeats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(budget_module, "UNHINTED_PAUSE", 0.3)
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(loop.time())
+        if len(sent) <= 2:
+            return httpx.Response(429, json={"error": "slow down"})
+        return httpx.Response(200, json=DOCS_BODY)
+
+    budget = RequestBudget(100_000)
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            router.get(url__regex=r".*/logs").mock(side_effect=record)
+            client = MudbaseClient(
+                BASE,
+                StaticToken(SecretStr(TOKEN)),
+                http,
+                retry=RetryPolicy(attempts=1, initial_backoff=0.1, max_wait=10, deadline=60),
+                timeout=5,
+                budget=budget,
+            )
+            for function in ("first", "second"):
+                with pytest.raises(PollError):
+                    await client.function_stats(PROJECT, function)
+            await client.function_stats(PROJECT, "third")
+    first, second, third = sent
+    assert second - first >= 0.3  # another function waited out the pause
+    assert third - second >= 0.6  # the second 429 in a row doubled it
