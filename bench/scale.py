@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +30,9 @@ from bench.common import get_json, post, rss_mb, start_simulator
 from exporter.app import Exporter
 from exporter.auth import StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
+from exporter.collector import FunctionRenderer
 from exporter.config import parse_config
+from exporter.executions import PAGE_SIZE, ExecutionTotals
 from exporter.logs import configure_logging
 from exporter.web import ExporterHTTPServer, start_http_server
 
@@ -75,14 +76,23 @@ async def wait_executions_tracked(exporter: Exporter, functions: int, within: fl
     raise RuntimeError("execution totals did not reach 95% of the functions in time")
 
 
-def render_ms(exporter: Exporter) -> float:
-    """Median time to render the per-function families once (what the renderer thread does)."""
-    times = []
+def render_ms(exporter: Exporter) -> dict[str, float]:
+    """Median times to render the per-function part: from nothing (every function's lines),
+    and what the renderer thread does after a second of polling (the changed functions)."""
+    full, incremental = [], []
     for _ in range(5):
         started = time.perf_counter()
-        generate_latest(exporter.function_registry)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+        FunctionRenderer(exporter.state).render()
+        full.append((time.perf_counter() - started) * 1000)
+        exporter.functions.render()
+        time.sleep(1)
+        started = time.perf_counter()
+        exporter.functions.render()
+        incremental.append((time.perf_counter() - started) * 1000)
+    return {
+        "render_all_ms": round(statistics.median(full), 1),
+        "render_after_1s_of_changes_ms": round(statistics.median(incremental), 1),
+    }
 
 
 async def wait_all_polled(exporter: Exporter, functions: int, within: float) -> float:
@@ -162,6 +172,8 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
         await wait_executions_tracked(exporter, args.functions, 300)
         await asyncio.sleep(3)
         metrics = f"http://127.0.0.1:{exporter.port}/metrics"
+        await asyncio.to_thread(scrape_times, metrics, 3)
+        rss = rss_mb()  # the exporter's own, before this benchmark keeps a copy of the body
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics).read())
         fixed = ExporterHTTPServer(
             ("127.0.0.1", 0),
@@ -189,8 +201,9 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": round(exporter_ms / memory_ms, 2),
             "median_scrape_ms_upstream_5s_latency": round(statistics.median(slow), 2),
             "ratio_5s_to_0s_latency": round(statistics.median(slow) / exporter_ms, 2),
-            "rss_mb": round(rss_mb(), 1),
-            "render_ms": round(await asyncio.to_thread(render_ms, exporter), 1),
+            "rss_mb": round(rss, 1),
+            "rss_mb_at_the_end": round(rss_mb(), 1),
+            **(await asyncio.to_thread(render_ms, exporter)),
         }
         fixed.shutdown()
         exporter.request_stop()
@@ -204,39 +217,53 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
 async def cpu(args: argparse.Namespace) -> dict[str, Any]:
     simulator, url = bench_simulator(100, 6, "0")
     try:
+        post(f"{url}/_sim/functions", {"project": "p000", "id": "f00001", "rate_per_minute": 6000})
+        await asyncio.sleep(3)  # 300 executions: a full page of 100 for every call below
         async with httpx.AsyncClient() as http:
             client = MudbaseClient(
                 url, StaticToken(SecretStr(TOKEN)), http, retry=RetryPolicy(), timeout=10
             )
-            logs = client.logs_url("p000", "f00001")
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-
-            async def bare() -> None:
-                response = await http.get(logs, params={"limit": "1"}, headers=headers)
-                response.read()
-
-            async def exporter_poll() -> None:
-                await client.function_stats("p000", "f00001")
-
-            cpu_per_call: dict[str, list[float]] = {"bare_httpx_get": [], "exporter_poll": []}
-            for _ in range(5):  # interleaved rounds, CPU time of this process only
-                for name, call in (("bare_httpx_get", bare), ("exporter_poll", exporter_poll)):
-                    started = time.process_time()
-                    for _ in range(args.requests // 5):
-                        await call()
-                    spent = time.process_time() - started
-                    cpu_per_call[name].append(spent / (args.requests // 5) * 1e6)
-        bare_us = statistics.median(cpu_per_call["bare_httpx_get"])
-        poll_us = statistics.median(cpu_per_call["exporter_poll"])
+            result: dict[str, Any] = {}
+            for limit in (1, PAGE_SIZE):
+                result[f"limit_{limit}"] = await _cpu_per_answer(client, http, url, limit, args)
         throughput = await _throughput(url, args.concurrency)
     finally:
         simulator.terminate()
         simulator.communicate(timeout=10)
+    return {**result, **throughput}
+
+
+async def _cpu_per_answer(
+    client: MudbaseClient, http: httpx.AsyncClient, url: str, limit: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """CPU of this process per logs answer of `limit` executions: a bare httpx GET, against the
+    exporter's client parsing it and counting every execution in it as new (the worst case)."""
+    logs = client.logs_url("p000", "f00001")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    placed = ExecutionTotals.start([], 0)
+
+    async def bare() -> None:
+        response = await http.get(logs, params={"limit": str(limit)}, headers=headers)
+        response.read()
+
+    async def exporter_poll() -> None:
+        page = await client.function_logs("p000", "f00001", limit=limit)
+        placed.advance(placed.new_of(page.executions), page.stats.total_executions)
+
+    cpu_per_call: dict[str, list[float]] = {"bare_httpx_get": [], "exporter_poll": []}
+    for _ in range(5):  # interleaved rounds, CPU time of this process only
+        for name, call in (("bare_httpx_get", bare), ("exporter_poll", exporter_poll)):
+            started = time.process_time()
+            for _ in range(args.requests // 5):
+                await call()
+            spent = time.process_time() - started
+            cpu_per_call[name].append(spent / (args.requests // 5) * 1e6)
+    bare_us = statistics.median(cpu_per_call["bare_httpx_get"])
+    poll_us = statistics.median(cpu_per_call["exporter_poll"])
     return {
         "cpu_us_per_bare_httpx_get": round(bare_us, 1),
         "cpu_us_per_exporter_poll": round(poll_us, 1),
         "ratio": round(poll_us / bare_us, 2),
-        **throughput,
     }
 
 

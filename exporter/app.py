@@ -15,7 +15,7 @@ from exporter import __version__
 from exporter.auth import ApiKey, Credential, FileSecret, FileToken, StaticToken
 from exporter.budget import RequestBudget, effective_interval
 from exporter.client import MudbaseClient, RequestObserver, RetryPolicy
-from exporter.collector import FunctionCollector
+from exporter.collector import FunctionRenderer
 from exporter.config import (
     ApiKeyCredentials,
     ConfigError,
@@ -128,15 +128,14 @@ class Exporter:
         self.config_path = config_path
         self.shard = shard or Shard()
         self.state = StateStore()
-        self.function_registry = CollectorRegistry()
-        self.function_registry.register(FunctionCollector(self.state))
+        self.functions = FunctionRenderer(self.state)
         self.registry = CollectorRegistry()  # the exporter's own metrics, rendered per scrape
         self.metrics = ExporterMetrics(self.registry)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._mark_loaded()
         self.exposition = CachedExposition(
-            self.function_registry, lambda: self.state.generation, self.registry
+            self.functions.render, lambda: self.state.generation, self.registry
         )
         self.state.subscribe(self.exposition.notify)
         self.server = ExporterHTTPServer(

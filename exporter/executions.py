@@ -62,7 +62,7 @@ def page_limit(expected_new: int | None) -> int:
     return max(MIN_PAGE, min(PAGE_SIZE, 2 * expected_new + MIN_PAGE))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cursor:
     """The newest execution time counted, and the IDs counted at exactly that time."""
 
@@ -96,7 +96,7 @@ def _identity(execution: Execution) -> str:
 _EMPTY_CURSOR = Cursor(float("-inf"), frozenset())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExecutionTotals:
     """What one function's executions add up to since its cursor was placed."""
 

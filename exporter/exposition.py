@@ -38,7 +38,7 @@ class _Rendered:
 class CachedExposition:
     def __init__(
         self,
-        functions: CollectorRegistry,
+        functions: Callable[[], bytes],
         generation: Callable[[], int],
         live: CollectorRegistry,
         min_render_gap: float = MIN_RENDER_GAP,
@@ -94,7 +94,7 @@ class CachedExposition:
             current = self._current
             if current is None or not self._is_current(current):
                 generation = self._generation()
-                current = _Rendered(generation, generate_latest(self._functions))
+                current = _Rendered(generation, self._functions())
                 self._current = current
             return current
 

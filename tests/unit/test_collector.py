@@ -1,11 +1,17 @@
-"""The collector against a golden exposition (set UPDATE_GOLDEN=1 to rewrite it)."""
+"""The per-function renderer against a golden exposition (set UPDATE_GOLDEN=1 to rewrite it).
 
+The golden file was first written by prometheus_client's `generate_latest` from metric families;
+the renderer must keep writing the same bytes.
+"""
+
+import math
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+import pytest
+from prometheus_client.utils import floatToGoString
 
-from exporter.collector import FunctionCollector
+from exporter.collector import FunctionRenderer, format_value
 from exporter.executions import ExecutionTotals
 from exporter.state import StateStore
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
@@ -63,9 +69,7 @@ def observed_executions() -> ExecutionTotals:
 
 
 def render(state: StateStore) -> str:
-    registry = CollectorRegistry()
-    registry.register(FunctionCollector(state))
-    return generate_latest(registry).decode()
+    return FunctionRenderer(state).render().decode()
 
 
 def test_exposition_matches_golden_file() -> None:
@@ -92,3 +96,32 @@ def test_failing_target_keeps_values_then_loses_them_but_keeps_up() -> None:
     assert 'mudbase_function_executions{function="deleted",project="ops"}' not in text
     assert 'mudbase_function_up{function="pending"' not in text
     assert 'mudbase_function_slo_objective{function="pending",project="ops"} 0.99' in text
+
+
+def test_a_render_after_changes_equals_a_fresh_render() -> None:
+    """Each function's lines are kept between renders: only changed functions are redone."""
+    state = build_state()
+    renderer = FunctionRenderer(state)
+    first = renderer.render()
+    assert first == FunctionRenderer(state).render()
+    state.record_success(HEALTHY, FunctionStats(total_executions=43), now=2000.0)
+    state.record_executions(SPARSE, ExecutionTotals.start([], 7))
+    state.set_targets([HEALTHY, SPARSE, PENDING])
+    again = renderer.render()
+    assert again != first
+    assert again == FunctionRenderer(state).render()
+    assert b'mudbase_function_executions{function="checkout",project="shop"} 43.0' in again
+    assert b'function="failing"' not in again
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, 1, 42, 0.5, 0.9524, 1e-7, 999999.0, 1e6, 123456789.0, 1705314600.0, 2.5e20, -3.0],
+)
+def test_values_are_written_as_prometheus_client_writes_them(value: float) -> None:
+    reference: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    assert format_value(value) == reference
+
+
+def test_special_values() -> None:
+    assert [format_value(v) for v in (math.inf, -math.inf, math.nan)] == ["+Inf", "-Inf", "NaN"]

@@ -3,7 +3,7 @@
 import gzip
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -28,7 +28,9 @@ def setup() -> tuple[CachedExposition, Counting, Counting, list[int]]:
     live_registry.register(live)
     generation = [0]
     return (
-        CachedExposition(function_registry, lambda: generation[0], live_registry),
+        CachedExposition(
+            lambda: generate_latest(function_registry), lambda: generation[0], live_registry
+        ),
         functions,
         live,
         generation,
