@@ -29,6 +29,7 @@ LOGS_HEADROOM = 0.2  # of each round's budget, left unused by change-driven logs
 MAX_LOGS_PER_ROUND = 100  # change-driven logs requests of one project in one round, at most
 MAX_LIST_PAGES = 1000  # 100,000 functions in one project: beyond that, shard
 POLL_DEADLINE_SHARE = 0.8  # one poll, retries included, is cut off at this share of the interval
+STRETCH_TOLERANCE = 0.05  # the listings' interval is changed only for a change beyond 5%
 
 
 def first_poll_delay(phase: float, interval: float) -> float:
@@ -69,6 +70,7 @@ class Poller:
         self._state = state
         self._metrics = metrics
         self._interval = interval
+        self._base_interval = interval  # configured, already stretched for listed functions
         self._semaphore = asyncio.Semaphore(concurrency)
         self._keep_values_for = keep_values_for
         self._clock = clock
@@ -94,7 +96,7 @@ class Poller:
     ) -> None:
         """Poll exactly these functions and projects: start new ones, stop removed ones."""
         wanted = sorted(targets)
-        self._selectors = {p.project: p for p in projects}
+        self._selectors = {p.project: p for p in projects if self._shard.owns_project(p.project)}
         for project in [p for p in self._pages if p not in self._selectors]:
             del self._pages[project]
             self._logs_credit.pop(project, None)
@@ -122,6 +124,7 @@ class Poller:
                     name=f"project {project}",
                 )
         self._metrics.targets.set(self._state.count())
+        self._stretch_for_listings()
         self._metrics.poll_interval.set(self._interval)
 
     async def stop(self) -> None:
@@ -180,7 +183,30 @@ class Poller:
             pages = min(answer.total_pages, MAX_LIST_PAGES)
             page += 1
         self._pages[project] = pages
+        self._stretch_for_listings()
         return summaries
+
+    def _stretch_for_listings(self) -> None:
+        """Listings cost a request per 100 functions, known only once listed: stretch the
+        interval when they and the listed functions no longer fit the budget, or when the
+        biggest listing could not end within its deadline at the budget's pace."""
+        if self._budget is None:
+            return
+        per_second = self._budget.per_window / MUDBASE_WINDOW
+        round_seconds = (len(self._tasks) + sum(self._pages.values())) / per_second
+        listing_seconds = max(self._pages.values(), default=0) / per_second
+        interval = max(self._base_interval, round_seconds, listing_seconds / POLL_DEADLINE_SHARE)
+        if math.isclose(interval, self._interval, rel_tol=STRETCH_TOLERANCE):
+            return
+        log.warning(
+            "interval changed to keep the listings within the request budget",
+            configured=round(self._base_interval, 1),
+            effective=round(interval, 1),
+            list_pages=sum(self._pages.values()),
+            budget_per_15m=round(self._budget.per_window),
+        )
+        self._interval = interval
+        self._metrics.poll_interval.set(interval)
 
     def _publish(self, selector: ProjectSelector, summaries: list[FunctionSummary]) -> None:
         found: dict[TargetKey, FunctionSummary] = {}
@@ -188,9 +214,7 @@ class Poller:
             key = TargetKey(selector.project, summary.id)
             if not ID_PATTERN.match(summary.id):
                 log.debug("ignoring a function ID that is not a plain ID", target=str(key))
-            elif selector.selects(summary.id, summary.name, summary.active) and self._shard.owns(
-                key
-            ):
+            elif selector.selects(summary.id, summary.name, summary.active):
                 found[key] = summary
         gone = self._state.sync_project(
             selector.project,

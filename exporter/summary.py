@@ -9,6 +9,7 @@ from exporter.config import (
     TokenCredentials,
 )
 from exporter.durations import format_duration
+from exporter.poller import POLL_DEADLINE_SHARE
 from exporter.targets import Shard, TargetKey
 
 MUDBASE_BUDGET_PER_15M = 2000
@@ -38,21 +39,19 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
     ]
     for target in config.targets:
         if target.functions == "all":
-            lines.append(f"    {target.project}: all functions{_selection(target)}")
+            if shard.owns_project(target.project):
+                lines.append(f"    {target.project}: all functions{_selection(target)}")
             continue
         mine = [f.id for f in target.listed if shard.owns(TargetKey(target.project, f.id))]
         if mine:
             lines.append(f"    {target.project}: {', '.join(mine)}")
-    selectors = config.project_selectors()
+    selectors = [s for s in config.project_selectors() if shard.owns_project(s.project)]
     if selectors:
-        lines.append(
-            f"  discovery: {len(selectors)} project(s) listed every "
-            f"{format_duration(config.interval)}, one request per 100 functions; their stats "
-            "come from the list; logs only for functions that changed, and at least every "
-            f"{format_duration(config.max_age)}"
-        )
+        per_15m += requests_per_15m(len(selectors), interval)
+        lines += _discovery_lines(len(selectors), len(keys), interval, budget, config.max_age)
+    at_least = "at least " if selectors else ""
     lines.append(
-        f"  requests: {per_15m:.0f} per 15 minutes at this interval; request budget "
+        f"  requests: {at_least}{per_15m:.0f} per 15 minutes at this interval; request budget "
         f"{budget:.0f} per 15 minutes (Mudbase allows {MUDBASE_BUDGET_PER_15M} per client IP)"
     )
     if interval > config.interval:
@@ -62,6 +61,25 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
             "nothing else shares the IP), poll fewer functions, or shard"
         )
     return "\n".join(lines)
+
+
+def _discovery_lines(
+    projects: int, listed: int, interval: float, budget: float, max_age: float
+) -> list[str]:
+    """What discovery costs: a request per 100 functions per interval, known once listed."""
+    per_round = budget * interval / WINDOW
+    total_pages = max(0, int(per_round) - listed)
+    one_project = int(per_round * POLL_DEADLINE_SHARE)
+    return [
+        f"  discovery: {projects} project(s) listed every {format_duration(interval)}, one "
+        "request per 100 functions; their stats come from the list; logs only for functions "
+        f"that changed, and at least every {format_duration(max_age)}, with what the budget "
+        "leaves",
+        f"    at this interval and budget the listings fit up to about {total_pages * 100} "
+        f"discovered functions ({min(total_pages, one_project) * 100} in one project, whose "
+        "listing must end within 80% of the interval); beyond that the interval stretches at "
+        "run time",
+    ]
 
 
 def describe_credentials(credentials: Credentials) -> str:

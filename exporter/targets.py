@@ -34,9 +34,18 @@ class Shard:
     total: int = 1
 
     def owns(self, key: TargetKey) -> bool:
+        """A listed function belongs to the replica its project/function hash picks."""
+        return self._picks(f"{key.project}/{key.function}")
+
+    def owns_project(self, project: str) -> bool:
+        """A discovered project (`functions: all`) belongs whole to one replica: its listing
+        is paid once, not by every replica."""
+        return self._picks(project)
+
+    def _picks(self, name: str) -> bool:
         if self.total == 1:
             return True
-        digest = hashlib.sha256(f"{key.project}/{key.function}".encode()).digest()
+        digest = hashlib.sha256(name.encode()).digest()
         return int.from_bytes(digest[:8], "big") % self.total == self.index
 
 

@@ -1,17 +1,19 @@
 """The poller: even spreading, the concurrency bound, the poll cut-off, failure isolation."""
 
 import asyncio
+import math
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.budget import RequestBudget
 from exporter.client import MudbaseClient
 from exporter.errors import PollError, Reason
 from exporter.poller import Poller, first_poll_delay, next_poll_time
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore
-from exporter.targets import FunctionSettings, TargetKey
-from exporter.upstream import Execution, FunctionStats, LogsPage
+from exporter.targets import FunctionSettings, ProjectSelector, Shard, TargetKey
+from exporter.upstream import Execution, FunctionPage, FunctionStats, FunctionSummary, LogsPage
 
 KEYS = [TargetKey("p", f"f{i}") for i in range(10)]
 SETTINGS = dict.fromkeys(KEYS, FunctionSettings(0.99))
@@ -234,3 +236,66 @@ async def test_without_execution_metrics_one_execution_is_asked_for_and_none_kep
     await p.poll_once(KEYS[0])
     assert log.requests == [(1, 0), (1, 0)]
     assert state.snapshot()[KEYS[0]].executions is None
+
+
+class Lister:
+    """A project of `functions` functions, listed 100 a page."""
+
+    def __init__(self, functions: int) -> None:
+        self.functions = functions
+
+    async def function_page(self, project: str, page: int) -> FunctionPage:
+        first = (page - 1) * 100
+        ids = range(first, min(first + 100, self.functions))
+        summaries = [FunctionSummary(f"f{i}", f"f{i}", True, "http", FunctionStats()) for i in ids]
+        return FunctionPage(summaries, math.ceil(self.functions / 100))
+
+
+@pytest.mark.asyncio
+async def test_listings_that_outgrow_the_budget_stretch_the_interval_and_shrink_back() -> None:
+    lister, state = Lister(1000), StateStore()
+    metrics = ExporterMetrics(CollectorRegistry())
+    p = Poller(
+        lister,  # type: ignore[arg-type]
+        state,
+        metrics,
+        interval=60,
+        concurrency=4,
+        keep_values_for=180,
+        budget=RequestBudget(90),  # 0.1 request a second
+        logs_for_changes=False,
+    )
+    p.apply({}, [ProjectSelector("big", FunctionSettings(0.99))])
+    await p.poll_project("big")
+    # 10 pages at 0.1 a second take 100 s: within 80% of the interval only at 125 s
+    assert metrics.poll_interval._value.get() == pytest.approx(125)
+    lister.functions = 300
+    await p.poll_project("big")
+    assert metrics.poll_interval._value.get() == pytest.approx(60)
+    await p.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_replica_lists_only_the_discovered_projects_its_shard_owns() -> None:
+    projects = [ProjectSelector(f"proj{i}", FunctionSettings(0.99)) for i in range(20)]
+    listed: list[set[str]] = []
+    for index in range(2):
+        lister, state = Lister(150), StateStore()
+        p = Poller(
+            lister,  # type: ignore[arg-type]
+            state,
+            ExporterMetrics(CollectorRegistry()),
+            interval=3600,
+            concurrency=4,
+            keep_values_for=180,
+            shard=Shard(index, 2),
+            logs_for_changes=False,
+        )
+        p.apply({}, projects)
+        for project in projects:
+            await p.poll_project(project.project)
+        listed.append({key.project for key in state.snapshot()})
+        assert len(state.snapshot()) == 150 * len(listed[-1])  # owned projects come whole
+        await p.stop()
+    assert listed[0] | listed[1] == {p.project for p in projects}
+    assert not listed[0] & listed[1]

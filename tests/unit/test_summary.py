@@ -43,3 +43,32 @@ def test_shards_split_the_functions_and_the_budget() -> None:
     text = config_summary(loaded, Shard(0, 2))
     assert "request budget 800 per 15 minutes" in text
     assert ", shard 0 of 2:" in text
+
+
+def test_summary_projects_what_discovery_costs() -> None:
+    loaded = parse_config(
+        "targets: [{project: p, functions: all}, {project: q, functions: [f1, f2]}]",
+        "disc.yml",
+        {"MUDBASE_TOKEN": "t"},
+    )
+    text = config_summary(loaded)
+    # two listed functions and one list request per interval: 3 x 15 per 15 minutes, at least
+    assert "at least 45 per 15 minutes at this interval" in text
+    # 1600 per 15 minutes is 106 requests a round at 60 s; 2 go to the listed functions
+    assert "fit up to about 10400 discovered functions (8500 in one project" in text
+
+
+def test_a_discovered_project_belongs_whole_to_one_shard() -> None:
+    projects = [f"proj{i}" for i in range(300)]
+    owners = [[s for s in range(3) if Shard(s, 3).owns_project(p)] for p in projects]
+    assert all(len(o) == 1 for o in owners)
+    assert {o[0] for o in owners} == {0, 1, 2}
+    loaded = parse_config(
+        "targets: [" + ", ".join(f"{{project: {p}, functions: all}}" for p in projects[:6]) + "]",
+        "x.yml",
+        {"MUDBASE_TOKEN": "t"},
+    )
+    texts = [config_summary(loaded, Shard(s, 3)) for s in range(3)]
+    for project in projects[:6]:
+        listed_by = [s for s in range(3) if f"    {project}: all functions" in texts[s]]
+        assert listed_by == [owners[projects.index(project)][0]]
