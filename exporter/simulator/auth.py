@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 AUTH_WINDOW = 15 * 60
+REMEMBERED_REFRESH_TOKENS = 10_000  # used ones, to detect reuse; the oldest are forgotten
 
 
 def _b64(data: bytes) -> str:
@@ -83,6 +84,8 @@ class AuthState:
             self.count("refresh_refused")
             return None
         self.used_refresh_tokens[refresh_token] = session
+        while len(self.used_refresh_tokens) > REMEMBERED_REFRESH_TOKENS:
+            del self.used_refresh_tokens[next(iter(self.used_refresh_tokens))]
         self.count("refresh")
         return self._issue(session, None)
 
@@ -91,7 +94,9 @@ class AuthState:
         self.revoked |= sessions
 
     def _issue(self, session: str, email: str | None) -> dict[str, object]:
-        expires = time.time() + self.token_ttl
+        now = time.time()
+        self.tokens = {t: s for t, s in self.tokens.items() if s[1] > now}  # expired: forgotten
+        expires = now + self.token_ttl
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         payload = _b64(json.dumps({"sid": session, "sub": email, "exp": int(expires)}).encode())
         token = f"{header}.{payload}.{secrets.token_urlsafe(16)}"
