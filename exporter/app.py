@@ -34,7 +34,7 @@ from exporter.session import Session
 from exporter.state import StateStore
 from exporter.targets import FunctionSettings, Shard, TargetKey
 from exporter.web import ExporterHTTPServer, start_http_server
-from exporter.webconfig import BasicAuth, WebConfig, tls_context
+from exporter.webconfig import BasicAuth, TLSContextSource, WebConfig
 
 log = get_logger("exporter.app")
 
@@ -146,7 +146,7 @@ class Exporter:
             ),
             ready=self._ready,
             reload=self.reload_from_thread,
-            tls=tls_context(web.tls_server_config) if web and web.tls_server_config else None,
+            tls=TLSContextSource(web.tls_server_config) if web and web.tls_server_config else None,
             auth=BasicAuth(web.basic_auth_users) if web else None,
         )
         self._ready_from: int | None = None

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from exporter.exposition import CONTENT_TYPE, CachedExposition
-from exporter.webconfig import BasicAuth
+from exporter.webconfig import BasicAuth, TLSContextSource
 
 log = logging.getLogger("exporter.web")
 TLS_HANDSHAKE_TIMEOUT = 10.0
@@ -35,7 +35,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         landing_page: Callable[[], bytes],
         ready: Callable[[], bool],
         reload: Callable[[], str | None],
-        tls: ssl.SSLContext | None = None,
+        tls: TLSContextSource | None = None,
         auth: BasicAuth | None = None,
     ) -> None:
         self.exposition = exposition
@@ -48,13 +48,15 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         if tls is not None:
-            self.socket = tls.wrap_socket(
+            self.socket = tls.current().wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """In the request's own thread: the TLS handshake first, bounded in time."""
         if isinstance(request, ssl.SSLSocket):
+            if self.tls is not None:
+                request.context = self.tls.current()  # a renewed certificate, if any
             request.settimeout(TLS_HANDSHAKE_TIMEOUT)
             try:
                 request.do_handshake()

@@ -18,6 +18,7 @@ hash) so scrapes do not pay bcrypt's cost every time.
 
 import base64
 import hashlib
+import os
 import re
 import ssl
 import threading
@@ -30,6 +31,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from pydantic_core import ErrorDetails
 
 from exporter.config import ConfigError, key_path
+from exporter.logs import get_logger
+
+log = get_logger("exporter.webconfig")
 
 TLSVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
 ClientAuth = Literal[
@@ -133,6 +137,48 @@ def tls_context(config: TLSServerConfig) -> ssl.SSLContext:
         "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
     }[config.client_auth_type]
     return context
+
+
+class TLSContextSource:
+    """The server's TLS context, rebuilt when its certificate, key or client CA file changes
+    (checked at each new connection, as exporter-toolkit does): a renewed certificate is served
+    without a restart. Files that no longer load keep the previous context, and say why."""
+
+    def __init__(self, config: TLSServerConfig) -> None:
+        self._config = config
+        self._files = [config.cert_file, config.key_file, config.client_ca_file]
+        self._lock = threading.Lock()
+        self._stamp = self._files_stamp()
+        self._context = tls_context(config)
+
+    def current(self) -> ssl.SSLContext:
+        stamp = self._files_stamp()
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._reload(stamp)
+        return self._context
+
+    def _reload(self, stamp: object) -> None:
+        self._stamp = stamp  # a broken file is reported once, not at every connection
+        try:
+            self._context = tls_context(self._config)
+        except (OSError, ssl.SSLError) as err:
+            log.warning(
+                "TLS files changed but do not load: serving the previous ones", error=str(err)
+            )
+            return
+        log.info("TLS certificate reloaded", cert_file=str(self._config.cert_file))
+
+    def _files_stamp(self) -> object:
+        stamps = []
+        for file in self._files:
+            try:
+                info = os.stat(file) if file is not None else None
+            except OSError:
+                info = None
+            stamps.append((info.st_mtime_ns, info.st_size, info.st_ino) if info else None)
+        return tuple(stamps)
 
 
 class BasicAuth:

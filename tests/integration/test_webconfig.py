@@ -1,5 +1,6 @@
 """TLS, mutual TLS and basic auth on the exporter's endpoints, with real TLS clients."""
 
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ import httpx
 import pytest
 import trustme
 
-from tests.helpers import ClientOptions, SimulatorProcess, run_exporter, write_config
+from tests.helpers import ClientOptions, SimulatorProcess, run_exporter, wait_for, write_config
 
 PASSWORD = "scrape-pass-42"
 
@@ -98,3 +99,31 @@ def test_mutual_tls_requires_a_client_certificate(secured: str, tls_files: dict[
         response = http.get(f"{secured}/metrics", auth=("prometheus", PASSWORD))
         assert response.status_code == 200
         assert "mudbase_function_up" in response.text
+
+
+def served_certificate(url: str, tls_files: dict[str, Path]) -> bytes:
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(tls_files["ca"]))
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(
+    secured: str, tls_files: dict[str, Path], ca: trustme.CA
+) -> None:
+    first = served_certificate(secured, tls_files)
+    renewed = ca.issue_cert("127.0.0.1", "localhost")
+    renewed.private_key_pem.write_to_path(str(tls_files["key"]))
+    renewed.cert_chain_pems[0].write_to_path(str(tls_files["cert"]))
+    expected = ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
+    assert expected != first
+    wait_for(
+        lambda: served_certificate(secured, tls_files) == expected, 5, "the renewed certificate"
+    )
+    tls_files["cert"].write_text("not a certificate")  # a broken renewal keeps the last good one
+    assert served_certificate(secured, tls_files) == expected
