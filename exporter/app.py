@@ -135,7 +135,7 @@ class Exporter:
         PlatformCollector(registry=self.registry)
         self._mark_loaded()
         self.exposition = CachedExposition(
-            self.functions.render, lambda: self.state.generation, self.registry
+            self.functions.render_parts, lambda: self.state.generation, self.registry
         )
         self.state.subscribe(self.exposition.notify)
         self.server = ExporterHTTPServer(

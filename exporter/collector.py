@@ -6,9 +6,10 @@ spec in metrics.py; this module decides which samples each function has.
 Why not prometheus_client's collector and `generate_latest`: at 10,000 functions with the
 execution histograms that is 200,000 samples, each built as a Sample object with a label dict
 (3 s per render and a hundred MB of garbage at its peak). Snapshots are immutable, so each
-function's lines are rendered once per change of its state and kept; a render joins them, per
-metric family. The output is byte for byte what `generate_latest` writes (a golden file, made
-with it, checks this), and `promtool check metrics` passes on it.
+project's lines are rendered once per change of one of its functions and kept, per metric
+family; a render is the list of those pieces, and a scrape joins them. The output is byte for
+byte what `generate_latest` writes (a golden file, made with it, checks this), and
+`promtool check metrics` passes on it.
 """
 
 import math
@@ -32,7 +33,7 @@ FAMILIES = (
     *m.FUNCTION_CONFIG_METRICS,
     *m.FUNCTION_EXECUTION_METRICS,
 )
-_Lines = tuple[bytes, ...]  # one function's lines, encoded, one item per family (maybe empty)
+_Lines = tuple[bytes, ...]  # a project's lines, encoded, one item per family (maybe empty)
 
 
 def format_value(value: float) -> str:
@@ -64,38 +65,60 @@ def _header(spec: m.MetricSpec) -> str:
 
 
 class FunctionRenderer:
-    """Renders the per-function families from the state store, re-rendering only the functions
-    whose state changed since the last render."""
+    """Renders the per-function families from the state store. Each project's lines are kept
+    per family and redone only when one of its functions' state changed (a listing changes a
+    whole project at once); a render is then a list of a few large pieces."""
 
     def __init__(self, state: StateStore) -> None:
         self._state = state
-        self._cache: dict[object, tuple[TargetState, _Lines]] = {}
+        self._cache: dict[str, tuple[tuple[TargetState, ...], _Lines]] = {}
         self._headers = [_header(spec).encode() for spec in FAMILIES]
 
     def render(self) -> bytes:
-        cache: dict[object, tuple[TargetState, _Lines]] = {}
+        return b"".join(self.render_parts())
+
+    def render_parts(self) -> list[bytes]:
+        """The per-function part as pieces to join: each family's header, then its lines."""
+        projects: dict[str, list[TargetState]] = {}
         for key, target in self._state.snapshot().items():
-            cached = self._cache.get(key)
-            lines = cached[1] if cached is not None and cached[0] is target else _render(target)
-            cache[key] = (target, lines)
+            projects.setdefault(key.project, []).append(target)
+        cache = {}
+        for project, targets in projects.items():
+            cached = self._cache.get(project)
+            if cached is None or not _same(cached[0], targets):
+                cached = (tuple(targets), _render_project(targets))
+            cache[project] = cached
         self._cache = cache
         parts: list[bytes] = []
         for index, header in enumerate(self._headers):
             parts.append(header)
-            parts.extend(lines[index] for _, lines in cache.values())
-        return b"".join(parts)
+            parts.extend(lines[index] for _, lines in cache.values() if lines[index])
+        return parts
 
 
-def _render(target: TargetState) -> _Lines:
+def _same(cached: tuple[TargetState, ...], targets: list[TargetState]) -> bool:
+    """Snapshots are immutable: an unchanged function is the very same object."""
+    return len(cached) == len(targets) and all(a is b for a, b in zip(cached, targets, strict=True))
+
+
+def _render_project(targets: list[TargetState]) -> _Lines:
+    families: list[list[str]] = [[] for _ in FAMILIES]
+    for target in targets:
+        for lines, text in zip(families, _render(target), strict=True):
+            if text:
+                lines.append(text)
+    return tuple("".join(lines).encode() for lines in families)
+
+
+def _render(target: TargetState) -> tuple[str, ...]:
     function = {"project": target.key.project, "function": target.key.function}
     labels = _labels(function)
-    lines = (
+    return (
         *_value_lines(target, labels),
         *_health_lines(target, labels),
         *_config_lines(target, function, labels),
         *_execution_lines(target, function, labels),
     )
-    return tuple(line.encode() for line in lines)
 
 
 def _value_lines(target: TargetState, labels: str) -> list[str]:

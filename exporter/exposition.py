@@ -1,44 +1,72 @@
 """The /metrics body: per-function families rendered in the background, self-metrics live.
 
-The per-function part can be large (10,000 functions: 6 MB, a third of a second to render).
-A renderer thread re-renders it when the state has changed, at most once per
-`MIN_RENDER_GAP` seconds, never on the scrape path: a scrape sends the latest rendered bytes
-(plain or gzipped) from memory, so scrapes stay fast whatever Mudbase or the state does. The
+The per-function part can be large (10,000 functions with execution histograms: 24 MB). A
+renderer thread re-renders it when the state has changed, at most once per `MIN_RENDER_GAP`
+seconds, never on the scrape path: a scrape sends the latest render from memory (gzipped once
+per render, on the first gzip scrape), so scrapes stay fast whatever Mudbase or the state does.
+A render is kept as the renderer's cached pieces, joined per scrape, not as a second copy. The
 small self-metrics part (process, poll counters, budget) is rendered on every scrape, so it is
 never stale. Gzip answers are two gzip members back to back, which every gzip reader accepts
 (RFC 1952; Go's reader in Prometheus reads multistream by default).
 """
 
+import ctypes
+import ctypes.util
 import gzip
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-GZIP_LEVEL = 6
+GZIP_LEVEL = 3  # 10,000 functions (28 MB): 35 ms to 1.1 MB; level 6 takes 94 ms for 0.99 MB
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, not a bare zlib stream
 MIN_RENDER_GAP = 1.0
+
+
+def _memory_trimmer() -> Callable[[], None]:
+    """glibc keeps what a render freed (a body of megabytes, thousands of small pieces) in its
+    arenas: at 10,000 functions RSS grew from 122 to 194 MB over ten renders without giving it
+    back. malloc_trim(0) returns it to the OS in about 3 ms. Elsewhere (musl, macOS): nothing."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+    return lambda: trim(0)
+
+
+_trim_memory = _memory_trimmer()
 
 
 @dataclass
 class _Rendered:
+    """A render: the pieces of the per-function part, joined only into what a scrape sends (the
+    pieces are the renderer's own cache, so no second copy of the text is kept)."""
+
     generation: int
-    body: bytes
+    parts: Sequence[bytes]
     _gzipped: bytes | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def gzipped(self) -> bytes:
+        """One gzip member, compressed on the first gzip scrape of this render."""
         with self._lock:
             if self._gzipped is None:
-                self._gzipped = gzip.compress(self.body, compresslevel=GZIP_LEVEL)
+                compressor = zlib.compressobj(GZIP_LEVEL, wbits=GZIP_WBITS)
+                chunks = [compressor.compress(part) for part in self.parts]
+                self._gzipped = b"".join([*chunks, compressor.flush()])
             return self._gzipped
 
 
 class CachedExposition:
     def __init__(
         self,
-        functions: Callable[[], bytes],
+        functions: Callable[[], Sequence[bytes]],
         generation: Callable[[], int],
         live: CollectorRegistry,
         min_render_gap: float = MIN_RENDER_GAP,
@@ -78,7 +106,7 @@ class CachedExposition:
         live = generate_latest(self._live)
         if gzipped:
             return cached.gzipped() + gzip.compress(live, compresslevel=GZIP_LEVEL)
-        return cached.body + live
+        return b"".join([*cached.parts, live])
 
     def _latest(self) -> _Rendered:
         current = self._current
@@ -96,6 +124,7 @@ class CachedExposition:
                 generation = self._generation()
                 current = _Rendered(generation, self._functions())
                 self._current = current
+                _trim_memory()
             return current
 
     def _render_loop(self) -> None:

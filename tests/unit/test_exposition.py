@@ -29,7 +29,7 @@ def setup() -> tuple[CachedExposition, Counting, Counting, list[int]]:
     generation = [0]
     return (
         CachedExposition(
-            lambda: generate_latest(function_registry), lambda: generation[0], live_registry
+            lambda: [generate_latest(function_registry)], lambda: generation[0], live_registry
         ),
         functions,
         live,
