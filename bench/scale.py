@@ -32,7 +32,7 @@ from exporter.auth import StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
 from exporter.collector import FunctionRenderer
 from exporter.config import parse_config
-from exporter.executions import PAGE_SIZE, ExecutionTotals
+from exporter.executions import MIN_PAGE, PAGE_SIZE, ExecutionTotals
 from exporter.logs import configure_logging
 from exporter.web import ExporterHTTPServer, start_http_server
 
@@ -247,7 +247,7 @@ async def cpu(args: argparse.Namespace) -> dict[str, Any]:
                 url, StaticToken(SecretStr(TOKEN)), http, retry=RetryPolicy(), timeout=10
             )
             result: dict[str, Any] = {}
-            for limit in (1, PAGE_SIZE):
+            for limit in (1, MIN_PAGE, PAGE_SIZE):
                 result[f"limit_{limit}"] = await _cpu_per_answer(client, http, url, limit, args)
         throughput = await _throughput(url, args.concurrency)
     finally:

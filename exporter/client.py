@@ -116,6 +116,24 @@ class MudbaseClient:
             raise PollError(Reason.BAD_RESPONSE, str(err), status=200) from None
 
     async def _with_retry(self, call: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The first try runs bare (almost every call succeeds at once: tenacity's machinery
+        costs a fifth of a poll's CPU); a retryable failure enters tenacity, which replays it
+        as its first attempt, so waits, stops and logging are exactly tenacity's."""
+        try:
+            return await call()
+        except PollError as error:
+            if not error.retryable:
+                raise
+            first_failure: list[PollError] = [error]
+
+        async def attempt() -> bytes:
+            if first_failure:
+                raise first_failure.pop()
+            return await call()
+
+        return await self._retry_loop(attempt)
+
+    async def _retry_loop(self, call: Callable[[], Awaitable[bytes]]) -> bytes:
         retrying = AsyncRetrying(
             stop=stop_any(
                 stop_after_attempt(self._retry.attempts),

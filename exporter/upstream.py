@@ -9,7 +9,7 @@ range (a negative count, a success rate above 100) is dropped alone, and the res
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
@@ -82,12 +82,12 @@ class _LogsEnvelope(_Model):
     data: _LogsData
 
 
-@dataclass(frozen=True)
-class Execution:
-    """One execution from a logs answer, in exporter units (unix time, seconds)."""
+class Execution(NamedTuple):
+    """One execution from a logs answer: its time in UTC, its duration in seconds. A named
+    tuple, and the time kept as parsed: a hundred of them are made per answer."""
 
     id: str | None = None
-    executed_at: float | None = None
+    executed_at: datetime | None = None
     duration_seconds: float | None = None
     success: bool | None = None
     trigger_type: str | None = None
@@ -111,19 +111,22 @@ def parse_logs(body: bytes) -> LogsPage:
     if envelope.success is False:
         raise UpstreamFormatError("answer says success: false")
     stats = envelope.data.stats or _Stats.model_validate({})
-    raw = envelope.data.executions or []
-    newest = _newest_execution(raw)
-    return LogsPage(_to_function_stats(stats, newest), tuple(_to_execution(e) for e in raw))
+    executions = tuple(_to_execution(e) for e in envelope.data.executions or [])
+    newest = max((e.executed_at for e in executions if e.executed_at is not None), default=None)
+    return LogsPage(_to_function_stats(stats, newest), executions)
 
 
 def _to_execution(raw: _Execution) -> Execution:
+    at, millis = raw.executed_at, raw.execution_time
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # Mudbase's times are UTC; naive ones are read as UTC
     return Execution(
-        id=raw.id,
-        executed_at=_unix_time(raw.executed_at) if raw.executed_at is not None else None,
-        duration_seconds=raw.execution_time / 1000 if raw.execution_time is not None else None,
-        success=raw.success,
-        trigger_type=raw.trigger_type,
-        invoked_by=raw.invoked_by,
+        raw.id,
+        at,
+        None if millis is None else millis / 1000,
+        raw.success,
+        raw.trigger_type,
+        raw.invoked_by,
     )
 
 
@@ -192,11 +195,6 @@ def parse_function_list(body: bytes) -> FunctionPage:
     ]
     pages = envelope.data.pagination.total_pages if envelope.data.pagination else None
     return FunctionPage(functions, pages or 1)
-
-
-def _newest_execution(executions: list[_Execution]) -> datetime | None:
-    times = [e.executed_at for e in executions if e.executed_at is not None]
-    return max(times) if times else None
 
 
 def _to_function_stats(stats: _Stats, newest_execution: datetime | None) -> FunctionStats:

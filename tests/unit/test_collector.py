@@ -6,6 +6,7 @@ the renderer must keep writing the same bytes.
 
 import math
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,10 @@ QUOTED = TargetKey('we"ird', "fn")
 DISCOVERED = TargetKey("disc", "hello")
 
 
+def moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 def build_state() -> StateStore:
     state = StateStore()
     default = FunctionSettings(slo_objective=0.99)
@@ -58,12 +63,12 @@ def build_state() -> StateStore:
 
 def observed_executions() -> ExecutionTotals:
     """Placed at 40 executions; then 2 more reported, and 4 new ones seen (the stats lag)."""
-    totals = ExecutionTotals.start([Execution("e0", 100.0, 0.1, True, "http", "trigger")], 40)
+    totals = ExecutionTotals.start([Execution("e0", moment(100), 0.1, True, "http", "trigger")], 40)
     seen = [
-        Execution("e1", 101.0, 0.004, True, "http", "trigger"),
-        Execution("e2", 102.0, 0.3, False, "http", "trigger"),
-        Execution("e3", 103.0, 200.0, None, "queue", None),
-        Execution("e4", 104.0, None, True, "http", "manual"),
+        Execution("e1", moment(101), 0.004, True, "http", "trigger"),
+        Execution("e2", moment(102), 0.3, False, "http", "trigger"),
+        Execution("e3", moment(103), 200.0, None, "queue", None),
+        Execution("e4", moment(104), None, True, "http", "manual"),
     ]
     return totals.advance(seen, 42)
 

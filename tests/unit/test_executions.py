@@ -1,5 +1,7 @@
 """Execution totals: the cursor, bounded label values, unobserved executions, the histogram."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from exporter.executions import (
@@ -12,8 +14,14 @@ from exporter.executions import (
 from exporter.upstream import Execution
 
 
+def moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 def run(serial: int, at: float | None = None, seconds: float | None = 0.1) -> Execution:
-    return Execution(f"e{serial}", 1000.0 + serial if at is None else at, seconds, True, "http")
+    return Execution(
+        f"e{serial}", moment(1000 + serial if at is None else at), seconds, True, "http"
+    )
 
 
 def test_label_values_are_bounded_sets() -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import math
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -17,6 +18,10 @@ from exporter.upstream import Execution, FunctionPage, FunctionStats, FunctionSu
 
 KEYS = [TargetKey("p", f"f{i}") for i in range(10)]
 SETTINGS = dict.fromkeys(KEYS, FunctionSettings(0.99))
+
+
+def moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class FakeClient:
@@ -142,7 +147,9 @@ class FunctionLog:
     def run(self, count: int, success: bool = True) -> None:
         for _ in range(count):
             serial = len(self.executions)
-            execution = Execution(f"e{serial}", 1000.0 + serial, 0.2, success, "http", "trigger")
+            execution = Execution(
+                f"e{serial}", moment(1000 + serial), 0.2, success, "http", "trigger"
+            )
             self.executions.insert(0, execution)
 
     async def function_logs(
