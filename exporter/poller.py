@@ -83,6 +83,7 @@ class Poller:
         self._seen: dict[TargetKey, tuple[object, ...]] = {}  # stats when logs were last fetched
         self._logs_at: dict[TargetKey, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._logs_in_flight: set[TargetKey] = set()  # one change-driven logs task a function
         self._logs_enabled = logs_for_changes
         self._execution_metrics = execution_metrics
         self._execution_pages = execution_pages
@@ -244,8 +245,11 @@ class Poller:
         due = [
             key
             for key, summary in found.items()
-            if self._seen.get(key) != _fingerprint(summary.stats)
-            or now - self._logs_at.get(key, -math.inf) >= self._max_age
+            if key not in self._logs_in_flight
+            and (
+                self._seen.get(key) != _fingerprint(summary.stats)
+                or now - self._logs_at.get(key, -math.inf) >= self._max_age
+            )
         ]
         due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
         credit = self._logs_credit.get(project, 0.0) + self._logs_per_project_round()
@@ -260,8 +264,13 @@ class Poller:
             self._logs_at[key] = now
             task = asyncio.create_task(self._optional_logs(key, pages, total), name=f"logs {key}")
             self._background.add(task)
+            self._logs_in_flight.add(key)
             task.add_done_callback(self._background.discard)
+            task.add_done_callback(partial(self._logs_done, key))
         self._logs_credit[project] = min(credit - spent, float(MAX_LOGS_PER_ROUND))
+
+    def _logs_done(self, key: TargetKey, _: asyncio.Task[None]) -> None:
+        self._logs_in_flight.discard(key)
 
     def _pages_for(self, key: TargetKey, listed_total: int | None) -> int:
         """Logs pages worth fetching for a function, known from its listed total: enough for
@@ -287,9 +296,11 @@ class Poller:
         async with self._semaphore:
             budget = self._interval * POLL_DEADLINE_SHARE
             POLL_DEADLINE.set(asyncio.get_running_loop().time() + budget)
+            state = self._state.get(key)
+            before = state.executions if state is not None else None
             try:
                 async with asyncio.timeout(budget):
-                    _, executions = await self._logs(key, pages, listed_total)
+                    _, executions = await self._logs_from(key, before, pages, listed_total)
             except PollError as err:
                 self._metrics.poll_errors.labels(err.reason.value).inc()
                 log.debug("logs request failed", target=str(key), reason=err.reason.value)
@@ -297,7 +308,7 @@ class Poller:
                 self._metrics.poll_errors.labels(Reason.TIMEOUT.value).inc()
             else:
                 if executions is not None:
-                    self._state.record_executions(key, executions)
+                    self._state.record_executions(key, executions, replacing=before)
 
     def _project_failed(self, project: str, reason: Reason, detail: str) -> None:
         self._state.project_attempted(project)
@@ -336,6 +347,11 @@ class Poller:
         only places its execution cursor (one execution asked for)."""
         state = self._state.get(key)
         totals = state.executions if state is not None else None
+        return await self._logs_from(key, totals, pages, listed_total)
+
+    async def _logs_from(
+        self, key: TargetKey, totals: ExecutionTotals | None, pages: int, listed_total: int | None
+    ) -> tuple[FunctionStats, ExecutionTotals | None]:
         if not self._execution_metrics:
             return (await self._client.function_logs(key.project, key.function)).stats, None
         if totals is None:

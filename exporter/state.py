@@ -139,14 +139,19 @@ class StateStore:
             )
             self._bump()
 
-    def record_executions(self, key: TargetKey, executions: ExecutionTotals) -> None:
-        """New execution totals from a logs request (the stats came from the list)."""
+    def record_executions(
+        self, key: TargetKey, executions: ExecutionTotals, replacing: ExecutionTotals | None
+    ) -> bool:
+        """New execution totals from a logs request (the stats came from the list), only if the
+        stored totals are still `replacing`, the ones they were computed from: a late answer
+        never overwrites newer counts (counters must not go down). False if it was stale."""
         with self._lock:
             current = self._targets.get(key)
-            if current is None:
-                return
+            if current is None or current.executions is not replacing:
+                return False
             self._targets[key] = replace(current, executions=executions)
             self._bump()
+            return True
 
     def record_failure(
         self, key: TargetKey, reason: str, now: float, keep_values_for: float, drop_values: bool

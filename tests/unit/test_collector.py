@@ -53,8 +53,8 @@ def build_state() -> StateStore:
     for key in (HEALTHY, FAILING, EXPIRED, DELETED, QUOTED):
         state.record_success(key, FULL, now=1000.0)
     state.record_success(SPARSE, FunctionStats(total_executions=7), now=1000.0)
-    state.record_executions(HEALTHY, observed_executions())
-    state.record_executions(FAILING, ExecutionTotals.start([], total=0))
+    state.record_executions(HEALTHY, observed_executions(), replacing=None)
+    state.record_executions(FAILING, ExecutionTotals.start([], total=0), replacing=None)
     state.record_failure(FAILING, "server_error", 1100.0, keep_values_for=180, drop_values=False)
     state.record_failure(EXPIRED, "timeout", 1300.0, keep_values_for=180, drop_values=False)
     state.record_failure(DELETED, "not_found", 1010.0, keep_values_for=180, drop_values=True)
@@ -110,7 +110,7 @@ def test_a_render_after_changes_equals_a_fresh_render() -> None:
     first = renderer.render()
     assert first == FunctionRenderer(state).render()
     state.record_success(HEALTHY, FunctionStats(total_executions=43), now=2000.0)
-    state.record_executions(SPARSE, ExecutionTotals.start([], 7))
+    state.record_executions(SPARSE, ExecutionTotals.start([], 7), replacing=None)
     state.set_targets([HEALTHY, SPARSE, PENDING])
     again = renderer.render()
     assert again != first

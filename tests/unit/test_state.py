@@ -1,6 +1,9 @@
+from datetime import UTC, datetime
+
+from exporter.executions import ExecutionTotals
 from exporter.selfmetrics import RequestWindow
 from exporter.state import StateStore, TargetKey
-from exporter.upstream import FunctionStats
+from exporter.upstream import Execution, FunctionStats
 
 A = TargetKey("p", "a")
 B = TargetKey("p", "b")
@@ -66,3 +69,24 @@ def test_request_window_counts_the_last_fifteen_minutes_in_bounded_memory() -> N
     assert window.count(now=1100.0) == 10_000
     assert len(window._buckets) == 100
     assert window.count(now=1000.0 + 900 + 50.5) == 4_900  # seconds 1000 to 1050 expired
+
+
+def test_a_late_logs_answer_never_overwrites_newer_execution_counts() -> None:
+    """Two logs requests for one function computed from the same totals: the later write loses,
+    so a counter never goes down."""
+    key = TargetKey("p", "f")
+    state = StateStore()
+    state.set_targets([key])
+    start = ExecutionTotals.start([], total=0)
+    assert state.record_executions(key, start, replacing=None)
+    seven = start.advance(
+        [Execution(f"e{i}", datetime(2026, 1, 1, 0, i, tzinfo=UTC)) for i in range(7)], 7
+    )
+    three = start.advance(
+        [Execution(f"e{i}", datetime(2026, 1, 1, 0, i, tzinfo=UTC)) for i in range(3)], 3
+    )
+    assert state.record_executions(key, seven, replacing=start)
+    assert not state.record_executions(key, three, replacing=start)
+    current = state.get(key)
+    assert current is not None
+    assert current.executions is seven
