@@ -67,12 +67,21 @@ class RequestBudget:
             self._paused_until = until
             log.info("rate limited by Mudbase: pausing every request", seconds=seconds)
 
+    def paused_for(self) -> float:
+        """Seconds until requests may go again (0 when not paused)."""
+        return max(0.0, self._paused_until - asyncio.get_running_loop().time())
+
     def pause_unhinted(self) -> None:
-        """Mudbase said 429 without Retry-After: pause everyone, longer while it repeats."""
+        """Mudbase said 429 without Retry-After: pause everyone, longer while it repeats. The
+        429s of requests already in flight during a pause belong to the same episode."""
+        if asyncio.get_running_loop().time() < self._paused_until:
+            return
         seconds = min(MAX_UNHINTED_PAUSE, UNHINTED_PAUSE * 2**self._unhinted_in_a_row)
         self._unhinted_in_a_row += 1
         self.pause(seconds)
 
-    def succeeded(self) -> None:
-        """A request was answered: the next 429 without Retry-After starts from the base pause."""
-        self._unhinted_in_a_row = 0
+    def succeeded(self, sent_at: float) -> None:
+        """A request sent at `sent_at` (loop time) was answered: if it was sent after the last
+        pause, the next 429 without Retry-After starts from the base pause again."""
+        if sent_at >= self._paused_until:
+            self._unhinted_in_a_row = 0

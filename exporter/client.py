@@ -21,7 +21,6 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_any,
-    stop_before_delay,
     wait_exponential_jitter,
 )
 from tenacity.stop import stop_base
@@ -119,6 +118,7 @@ class MudbaseClient:
         """The first try runs bare (almost every call succeeds at once: tenacity's machinery
         costs a fifth of a poll's CPU); a retryable failure enters tenacity, which replays it
         as its first attempt, so waits, stops and logging are exactly tenacity's."""
+        started = time.monotonic()
         try:
             return await call()
         except PollError as error:
@@ -131,13 +131,13 @@ class MudbaseClient:
                 raise first_failure.pop()
             return await call()
 
-        return await self._retry_loop(attempt)
+        return await self._retry_loop(attempt, started)
 
-    async def _retry_loop(self, call: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def _retry_loop(self, call: Callable[[], Awaitable[bytes]], started: float) -> bytes:
         retrying = AsyncRetrying(
             stop=stop_any(
                 stop_after_attempt(self._retry.attempts),
-                stop_before_delay(self._retry.deadline),
+                _StopBeforeDeadline(started, self._retry.deadline),
                 _StopIfWaitOver(self._retry.max_wait),
             ),
             wait=self._wait,
@@ -160,6 +160,7 @@ class MudbaseClient:
 
     async def _get(self, url: str, endpoint: str, params: dict[str, str]) -> bytes:
         headers = await self._auth.headers()
+        sent_at = asyncio.get_running_loop().time()
         response = await self._send(url, endpoint, params, headers)
         if response.status_code == 401 and await self._auth.renew_after_unauthorized(headers):
             headers = await self._auth.headers()
@@ -173,7 +174,7 @@ class MudbaseClient:
                     self._budget.pause_unhinted()
             raise error
         if self._budget is not None:
-            self._budget.succeeded()
+            self._budget.succeeded(sent_at)
         return response.content
 
     async def _send(
@@ -262,6 +263,19 @@ def _retry_after(response: httpx.Response) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
     return None
+
+
+class _StopBeforeDeadline(stop_base):
+    """Stop rather than sleep past `deadline` seconds after the first try began (tenacity's
+    stop_before_delay counts from its own start, which comes after that first try)."""
+
+    def __init__(self, started: float, deadline: float) -> None:
+        self._started = started
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        elapsed = time.monotonic() - self._started
+        return elapsed + (retry_state.upcoming_sleep or 0.0) >= self._deadline
 
 
 class _StopIfWaitOver(stop_base):

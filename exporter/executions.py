@@ -17,7 +17,7 @@ import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from exporter.upstream import Execution
@@ -33,6 +33,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 PAGE_SIZE = 100  # the logs endpoint's maximum `limit`
 MIN_PAGE = 10  # the smallest page asked for once the cursor is placed
+FUTURE_TOLERANCE = timedelta(minutes=10)
 MAX_LAG = PAGE_SIZE  # executions seen before the stats count them (eventual consistency), kept
 
 Kind = tuple[str, str, str]  # outcome, trigger_type, invoked_by
@@ -75,23 +76,33 @@ class Cursor:
     def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
         """The executions after the cursor (one comprehension: it runs 100 times an answer)."""
         newest, ids = self.newest, self.ids_at_newest
-        return [
+        new = [
             e
             for e in executions
             if (at := e.executed_at) is not None
             and (at > newest or (at == newest and _identity(e) not in ids))
         ]
+        horizon = _horizon()
+        if new and max(e.executed_at for e in new if e.executed_at) > horizon:
+            new = [e for e in new if e.executed_at and e.executed_at <= horizon]
+        return new
 
     def moved_to(self, executions: Iterable[Execution]) -> "Cursor":
-        newest, ids = self.newest, set(self.ids_at_newest)
+        newest, ids, horizon = self.newest, set(self.ids_at_newest), _horizon()
         for execution in executions:
             at = execution.executed_at
-            if at is None or at < newest:
+            if at is None or at < newest or at > horizon:
                 continue
             if at > newest:
                 newest, ids = at, set()
             ids.add(_identity(execution))
         return Cursor(newest, frozenset(ids))
+
+
+def _horizon() -> datetime:
+    """Executions dated further ahead than this are ignored (a clock gone wrong upstream): one
+    would otherwise hold the cursor in the future and stop all counting until a restart."""
+    return datetime.now(UTC) + FUTURE_TOLERANCE
 
 
 def _identity(execution: Execution) -> str:

@@ -29,6 +29,7 @@ LOGS_HEADROOM = 0.2  # of each round's budget, left unused by change-driven logs
 MAX_LOGS_PER_ROUND = 100  # change-driven logs requests of one project in one round, at most
 MAX_LIST_PAGES = 1000  # 100,000 functions in one project: beyond that, shard
 POLL_DEADLINE_SHARE = 0.8  # one poll, retries included, is cut off at this share of the interval
+EXTRA_PAGES_MARGIN = 0.1  # of the interval: older logs pages stop this long before the deadline
 STRETCH_TOLERANCE = 0.05  # the listings' interval is changed only for a change beyond 5%
 
 
@@ -46,6 +47,14 @@ def next_poll_time(start: float, phase: float, interval: float, now: float) -> f
     offset = start + phase * interval
     ticks_passed = math.floor((now - offset) / interval)
     return offset + max(1, ticks_passed + 1) * interval
+
+
+def second_poll_time(
+    start: float, phase: float, interval: float, first: float, now: float
+) -> float:
+    """The regular tick after the first poll, but no later than one interval after it: the
+    compressed first round would otherwise leave the last phases almost two intervals apart."""
+    return min(next_poll_time(start, phase, interval, now), first + interval)
 
 
 class Poller:
@@ -142,11 +151,13 @@ class Poller:
         """Run `poll` at its phase of every interval, forever (until cancelled)."""
         loop = asyncio.get_running_loop()
         await asyncio.sleep(first_poll_delay(phase, self._interval))
+        first = loop.time()
         await poll()
+        due = second_poll_time(start, phase, self._interval, first, loop.time())
         while True:
-            due = next_poll_time(start, phase, self._interval, loop.time())
             await asyncio.sleep(max(0.0, due - loop.time()))
             await poll()
+            due = next_poll_time(start, phase, self._interval, loop.time())
 
     async def poll_project(self, project: str) -> None:
         """List the project (one request per 100 functions) and publish every function's stats
@@ -182,9 +193,10 @@ class Poller:
                 answer = await self._client.function_page(project, page)
             summaries += answer.functions
             pages = min(answer.total_pages, MAX_LIST_PAGES)
+            if page == 1:  # the listing's size is known now: a listing too long to finish
+                self._pages[project] = pages  # in time stretches the next interval already
+                self._stretch_for_listings()
             page += 1
-        self._pages[project] = pages
-        self._stretch_for_listings()
         return summaries
 
     def _stretch_for_listings(self) -> None:
@@ -268,6 +280,15 @@ class Poller:
             task.add_done_callback(self._background.discard)
             task.add_done_callback(partial(self._logs_done, key))
         self._logs_credit[project] = min(credit - spent, float(MAX_LOGS_PER_ROUND))
+
+    def _extra_page_deadline(self) -> float:
+        """Older logs pages stop a tenth of the interval before the poll's own deadline, so
+        that a slow one ends the paging, not the poll (whose stats are already in hand)."""
+        loop_deadline = POLL_DEADLINE.get()
+        now = asyncio.get_running_loop().time()
+        if loop_deadline is None:
+            return now + self._interval * POLL_DEADLINE_SHARE
+        return loop_deadline - self._interval * EXTRA_PAGES_MARGIN
 
     def _logs_done(self, key: TargetKey, _: asyncio.Task[None]) -> None:
         self._logs_in_flight.discard(key)
@@ -368,12 +389,13 @@ class Poller:
                 break
             offset, limit = offset + len(page.executions), PAGE_SIZE
             try:
-                page = await self._client.function_logs(
-                    key.project, key.function, limit=limit, offset=offset
-                )
-            except PollError as err:  # the stats are in hand: what was missed is unobserved
-                log.debug("logs page failed", target=str(key), reason=err.reason.value)
-                break
+                async with asyncio.timeout_at(self._extra_page_deadline()):
+                    page = await self._client.function_logs(
+                        key.project, key.function, limit=limit, offset=offset
+                    )
+            except (PollError, TimeoutError) as err:  # the stats are in hand: what the pages
+                log.debug("logs page failed", target=str(key), error=repr(err))  # missed is
+                break  # counted as unobserved
         return first.stats, totals.advance(new.found, first.stats.total_executions)
 
     def _succeeded(
@@ -392,7 +414,7 @@ class Poller:
             key,
             reason.value,
             self._clock(),
-            keep_values_for=self._keep_values_for,
+            keep_values_for=max(self._keep_values_for, 3 * self._interval),  # stretched too
             drop_values=reason is Reason.NOT_FOUND,
         )
         first_failure = previous is None or previous.up is not False

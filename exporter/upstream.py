@@ -7,9 +7,10 @@ a field of the wrong JSON type makes the whole answer a `bad_response`; a number
 range (a negative count, a success rate above 100) is dropped alone, and the rest published.
 """
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
@@ -38,7 +39,9 @@ def _in_range(low: float, high: float | None = None) -> AfterValidator:
     """Out of range: treated as missing (no value published), not as a broken answer."""
 
     def check(value: float | None) -> float | None:
-        if value is None or value < low or (high is not None and value > high):
+        if value is None or not math.isfinite(value):
+            return None
+        if value < low or (high is not None and value > high):
             return None
         return value
 
@@ -77,6 +80,16 @@ class _LogsData(_Model):
     stats: _Stats | None = None
 
 
+class _LenientLogsData(_Model):
+    executions: list[Any] | None = None  # each item validated alone; broken ones are dropped
+    stats: _Stats | None = None
+
+
+class _LenientLogsEnvelope(_Model):
+    success: bool | None = None
+    data: _LenientLogsData
+
+
 class _LogsEnvelope(_Model):
     success: bool | None = None
     data: _LogsData
@@ -105,15 +118,35 @@ class LogsPage:
 def parse_logs(body: bytes) -> LogsPage:
     """A logs answer; UpstreamFormatError if the body is not the documented shape."""
     try:
-        envelope = _LogsEnvelope.model_validate_json(body)
+        envelope: _LogsEnvelope | _LenientLogsEnvelope = _LogsEnvelope.model_validate_json(body)
+        raw = envelope.data.executions or []
     except ValidationError as err:
-        raise UpstreamFormatError(_summarise(err)) from None
+        if not all(_in_an_execution(error["loc"]) for error in err.errors()):
+            raise UpstreamFormatError(_summarise(err)) from None
+        envelope = _LenientLogsEnvelope.model_validate_json(body)
+        raw = _valid_executions(envelope.data.executions or [])
     if envelope.success is False:
         raise UpstreamFormatError("answer says success: false")
     stats = envelope.data.stats or _Stats.model_validate({})
-    executions = tuple(_to_execution(e) for e in envelope.data.executions or [])
+    executions = tuple(_to_execution(e) for e in raw)
     newest = max((e.executed_at for e in executions if e.executed_at is not None), default=None)
     return LogsPage(_to_function_stats(stats, newest), executions)
+
+
+def _in_an_execution(location: tuple[int | str, ...]) -> bool:
+    return location[:2] == ("data", "executions") and len(location) > 2
+
+
+def _valid_executions(items: list[Any]) -> list[_Execution]:
+    """An execution with a field of the wrong type is left out (the stats still count it, as
+    unobserved), rather than failing the whole answer: it is one of up to a hundred."""
+    valid = []
+    for item in items:
+        try:
+            valid.append(_Execution.model_validate(item))
+        except ValidationError:
+            continue
+    return valid
 
 
 def _to_execution(raw: _Execution) -> Execution:

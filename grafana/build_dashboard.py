@@ -214,6 +214,11 @@ def executions() -> list[Panel]:
     observed = f"rate({OBSERVED}{{{SEL}}}[$__rate_interval])"
     unobserved = f"rate(mudbase_function_unobserved_executions_total{{{SEL}}}[$__rate_interval])"
     buckets = f"rate({DURATION_BUCKETS}{{{SEL}}}[$__rate_interval])"
+    # 0 where nothing was observed, so that a coverage of 0% shows as 0, not as no data
+    seen = (
+        f"(sum by (project, function) ({observed}) or 0 * sum by (project, function) "
+        f"({unobserved}))"
+    )
     return row(
         "Executions",
         [
@@ -263,8 +268,7 @@ def executions() -> list[Panel]:
                 "percentunit",
                 [
                     (
-                        f"sum by (project, function) ({observed}) / (sum by (project, function) "
-                        f"({observed}) + sum by (project, function) ({unobserved}))",
+                        f"{seen} / ({seen} + sum by (project, function) ({unobserved}))",
                         legend,
                     )
                 ],

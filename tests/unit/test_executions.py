@@ -1,6 +1,6 @@
 """Execution totals: the cursor, bounded label values, unobserved executions, the histogram."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -106,3 +106,10 @@ def test_paging_stops_at_the_cursor_or_at_a_short_page() -> None:
     assert pages.add_page([run(11), run(10)], limit=2) is False  # reached the cursor
     assert [e.id for e in pages.found] == ["e14", "e13", "e12", "e11"]
     assert NewExecutions(cursor).add_page([run(11)], limit=2) is False  # the end of the list
+
+
+def test_an_execution_dated_in_the_future_neither_counts_nor_moves_the_cursor() -> None:
+    future = Execution("soon", datetime.now(UTC) + timedelta(days=365), 0.1, True)
+    totals = ExecutionTotals.start([future, run(1)], total=2)
+    assert totals.cursor.newest == moment(1001)
+    assert totals.new_of([future, run(2)]) == [run(2)]

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from exporter.budget import RequestBudget
 from exporter.client import MudbaseClient
 from exporter.errors import PollError, Reason
-from exporter.poller import Poller, first_poll_delay, next_poll_time
+from exporter.poller import Poller, first_poll_delay, next_poll_time, second_poll_time
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore
 from exporter.targets import FunctionSettings, ProjectSelector, Shard, TargetKey
@@ -76,6 +76,15 @@ def test_six_functions_at_three_seconds_are_half_a_second_apart() -> None:
 
 def test_the_first_round_of_a_long_interval_is_compressed_into_ten_seconds() -> None:
     assert first_poll_delay(0.5, 600) == 5.0
+
+
+def test_after_the_compressed_first_round_no_gap_exceeds_an_interval() -> None:
+    # phase 0.9 of 60 s: first poll at 9 s, regular tick at 114 s: the second comes at 69 s
+    assert second_poll_time(0.0, 0.9, 60, first=9.0, now=9.5) == 69.0
+    # phase 0.1: first poll at 1 s, regular tick at 66 s: the second comes at 61 s
+    assert second_poll_time(0.0, 0.1, 60, first=1.0, now=1.5) == 61.0
+    # a short interval is not compressed: the regular tick is one interval after the first
+    assert second_poll_time(0.0, 0.5, 4, first=2.0, now=2.1) == 6.0
 
 
 def test_next_tick_never_drifts_and_skips_missed_ticks() -> None:
@@ -250,8 +259,11 @@ class Lister:
 
     def __init__(self, functions: int) -> None:
         self.functions = functions
+        self.fail_from_page = math.inf
 
     async def function_page(self, project: str, page: int) -> FunctionPage:
+        if page >= self.fail_from_page:
+            raise PollError(Reason.SERVER_ERROR, "HTTP 503")
         first = (page - 1) * 100
         ids = range(first, min(first + 100, self.functions))
         summaries = [FunctionSummary(f"f{i}", f"f{i}", True, "http", FunctionStats()) for i in ids]
@@ -279,6 +291,9 @@ async def test_listings_that_outgrow_the_budget_stretch_the_interval_and_shrink_
     lister.functions = 300
     await p.poll_project("big")
     assert metrics.poll_interval._value.get() == pytest.approx(60)
+    lister.functions, lister.fail_from_page = 1000, 2  # too big to finish: its first page tells
+    await p.poll_project("big")
+    assert metrics.poll_interval._value.get() == pytest.approx(125)
     await p.stop()
 
 
@@ -306,3 +321,26 @@ async def test_a_replica_lists_only_the_discovered_projects_its_shard_owns() -> 
         await p.stop()
     assert listed[0] | listed[1] == {p.project for p in projects}
     assert not listed[0] & listed[1]
+
+
+@pytest.mark.asyncio
+async def test_a_hanging_older_page_ends_the_paging_not_the_poll() -> None:
+    log, state = FunctionLog(), StateStore()
+    p = poller(log, state, interval=0.5, pages=3)
+    state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
+    await p.poll_once(KEYS[0])
+    log.run(150)
+    served = log.function_logs
+
+    async def hang_after_the_first_page(
+        project: str, function: str, *, limit: int = 1, offset: int = 0
+    ) -> LogsPage:
+        if offset:
+            await asyncio.Event().wait()
+        return await served(project, function, limit=limit, offset=offset)
+
+    log.function_logs = hang_after_the_first_page  # type: ignore[method-assign]
+    await p.poll_once(KEYS[0])
+    target = state.snapshot()[KEYS[0]]
+    assert target.up  # the stats of the first page are published
+    assert observed(state) == (10, 140)  # what the hanging page held is unobserved

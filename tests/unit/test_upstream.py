@@ -140,3 +140,27 @@ def test_zero_executions_has_no_ratio_even_with_a_success_rate() -> None:
     stats = logs_stats(body({"totalExecutions": 0, "successRate": 0}))
     assert stats.success_ratio is None
     assert stats.total_executions == 0
+
+
+def test_a_broken_execution_is_left_out_not_the_whole_answer() -> None:
+    good = {"_id": "a", "executedAt": "2024-01-15T10:30:00Z", "executionTime": 125, "success": True}
+    page = parse_logs(
+        body(
+            {"totalExecutions": 4},
+            executions=[good, {"_id": 7, "invokedBy": {"x": 1}}, "not an object", None],
+        )
+    )
+    assert page.stats.total_executions == 4
+    assert [e.id for e in page.executions] == ["a"]
+    assert page.executions[0].duration_seconds == 0.125
+
+
+def test_a_naive_execution_time_is_read_as_utc_and_infinite_durations_are_dropped() -> None:
+    page = parse_logs(
+        b'{"data": {"executions": [{"executedAt": "2024-01-15T10:30:00", "executionTime": 1e400}],'
+        b' "stats": {"avgExecutionTime": 1e400}}}'
+    )
+    assert page.executions[0].executed_at == datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
+    assert page.executions[0].duration_seconds is None
+    assert page.stats.avg_execution_seconds is None
+    assert page.stats.last_run_timestamp == LAST_RUN
