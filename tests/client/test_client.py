@@ -468,6 +468,14 @@ async def test_echoed_token_never_reaches_the_error_message(status: int, field: 
     assert TOKEN not in repr(err)
 
 
+def budgeted_client(http: httpx.AsyncClient, budget: RequestBudget) -> MudbaseClient:
+    """A client with no retries, sharing `budget`."""
+    retry = RetryPolicy(attempts=1, initial_backoff=0.1, max_wait=10, deadline=60)
+    return MudbaseClient(
+        BASE, StaticToken(SecretStr(TOKEN)), http, retry=retry, timeout=5, budget=budget
+    )
+
+
 @pytest.mark.asyncio
 async def test_a_429_pauses_requests_for_every_function() -> None:
     """Mudbase's limit is per client IP: after a 429, no function may send until Retry-After."""
@@ -484,14 +492,7 @@ async def test_a_429_pauses_requests_for_every_function() -> None:
     async with httpx.AsyncClient() as http:
         with respx.mock() as router:
             router.get(url__regex=r".*/logs").mock(side_effect=record)
-            client = MudbaseClient(
-                BASE,
-                StaticToken(SecretStr(TOKEN)),
-                http,
-                retry=RetryPolicy(attempts=1, initial_backoff=0.1, max_wait=10, deadline=60),
-                timeout=5,
-                budget=budget,
-            )
+            client = budgeted_client(http, budget)
             with pytest.raises(PollError):
                 await client.function_stats(PROJECT, "first")
             await client.function_stats(PROJECT, "second")
@@ -518,14 +519,7 @@ async def test_a_429_without_retry_after_pauses_everyone_longer_while_it_repeats
     async with httpx.AsyncClient() as http:
         with respx.mock() as router:
             router.get(url__regex=r".*/logs").mock(side_effect=record)
-            client = MudbaseClient(
-                BASE,
-                StaticToken(SecretStr(TOKEN)),
-                http,
-                retry=RetryPolicy(attempts=1, initial_backoff=0.1, max_wait=10, deadline=60),
-                timeout=5,
-                budget=budget,
-            )
+            client = budgeted_client(http, budget)
             for function in ("first", "second"):
                 with pytest.raises(PollError):
                     await client.function_stats(PROJECT, function)

@@ -3,6 +3,7 @@
 import asyncio
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -52,18 +53,12 @@ class FakeClient:
             self.in_flight -= 1
 
 
-def poller(
-    client: "FakeClient | FunctionLog", state: StateStore, interval: float = 60.0, pages: int = 1
-) -> Poller:
+def poller(client: object, state: StateStore, interval: float = 60.0, **options: Any) -> Poller:
+    """A poller over a fake client; `options` are Poller's keyword arguments."""
     fake: MudbaseClient = client  # type: ignore[assignment]
+    metrics = options.pop("metrics", None) or ExporterMetrics(CollectorRegistry())
     return Poller(
-        fake,
-        state,
-        ExporterMetrics(CollectorRegistry()),
-        interval=interval,
-        concurrency=3,
-        keep_values_for=180,
-        execution_pages=pages,
+        fake, state, metrics, interval=interval, concurrency=3, keep_values_for=180, **options
     )
 
 
@@ -218,7 +213,7 @@ async def test_more_new_executions_than_one_page_are_counted_as_unobserved() -> 
 @pytest.mark.asyncio
 async def test_paging_through_shifting_pages_counts_every_execution_once() -> None:
     log, state = FunctionLog(), StateStore()
-    p = poller(log, state, pages=5)
+    p = poller(log, state, execution_pages=5)
     state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
     await p.poll_once(KEYS[0])
     log.run(250)
@@ -236,15 +231,7 @@ async def test_paging_through_shifting_pages_counts_every_execution_once() -> No
 @pytest.mark.asyncio
 async def test_without_execution_metrics_one_execution_is_asked_for_and_none_kept() -> None:
     log, state = FunctionLog(), StateStore()
-    p = Poller(
-        log,  # type: ignore[arg-type]
-        state,
-        ExporterMetrics(CollectorRegistry()),
-        interval=60,
-        concurrency=1,
-        keep_values_for=180,
-        execution_metrics=False,
-    )
+    p = poller(log, state, execution_metrics=False)
     state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
     log.run(5)
     await p.poll_once(KEYS[0])
@@ -274,13 +261,10 @@ class Lister:
 async def test_listings_that_outgrow_the_budget_stretch_the_interval_and_shrink_back() -> None:
     lister, state = Lister(1000), StateStore()
     metrics = ExporterMetrics(CollectorRegistry())
-    p = Poller(
-        lister,  # type: ignore[arg-type]
+    p = poller(
+        lister,
         state,
-        metrics,
-        interval=60,
-        concurrency=4,
-        keep_values_for=180,
+        metrics=metrics,
         budget=RequestBudget(90),  # 0.1 request a second
         logs_for_changes=False,
     )
@@ -303,16 +287,7 @@ async def test_a_replica_lists_only_the_discovered_projects_its_shard_owns() -> 
     listed: list[set[str]] = []
     for index in range(2):
         lister, state = Lister(150), StateStore()
-        p = Poller(
-            lister,  # type: ignore[arg-type]
-            state,
-            ExporterMetrics(CollectorRegistry()),
-            interval=3600,
-            concurrency=4,
-            keep_values_for=180,
-            shard=Shard(index, 2),
-            logs_for_changes=False,
-        )
+        p = poller(lister, state, interval=3600, shard=Shard(index, 2), logs_for_changes=False)
         p.apply({}, projects)
         for project in projects:
             await p.poll_project(project.project)
@@ -326,7 +301,7 @@ async def test_a_replica_lists_only_the_discovered_projects_its_shard_owns() -> 
 @pytest.mark.asyncio
 async def test_a_hanging_older_page_ends_the_paging_not_the_poll() -> None:
     log, state = FunctionLog(), StateStore()
-    p = poller(log, state, interval=0.5, pages=3)
+    p = poller(log, state, interval=0.5, execution_pages=3)
     state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
     await p.poll_once(KEYS[0])
     log.run(150)
