@@ -259,7 +259,9 @@ class Exporter:
         log.info(
             "polling started",
             functions=len(targets),
-            discovered_projects=len(config.project_selectors()),
+            discovered_projects=sum(
+                1 for s in config.project_selectors() if self.shard.owns_project(s.project)
+            ),
             shard=f"{self.shard.index}/{self.shard.total}",
             interval=format_duration(round(interval, 3)),
             url=config.mudbase.url,
