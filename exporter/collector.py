@@ -12,8 +12,10 @@ byte what `generate_latest` writes (a golden file, made with it, checks this), a
 `promtool check metrics` passes on it.
 """
 
-import math
 from collections.abc import Callable
+from typing import cast
+
+from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
 from exporter.state import StateStore, TargetState
@@ -36,19 +38,8 @@ FAMILIES = (
 _Lines = tuple[bytes, ...]  # a project's lines, encoded, one item per family (maybe empty)
 
 
-def format_value(value: float) -> str:
-    """A sample value as Go (and prometheus_client) writes it: 1.0, 1e+06, +Inf, NaN."""
-    value = float(value)
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    text = repr(value)
-    dot = text.find(".")
-    if value > 0 and dot > 6:  # Go switches to an exponent sooner than Python
-        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+0{dot - 1}"
-    return text
+# prometheus_client's own number formatting (1.0, 1e+06, +Inf, NaN), untyped upstream
+format_value = cast(Callable[[float], str], floatToGoString)
 
 
 def _escape(value: str) -> str:
