@@ -22,8 +22,8 @@ from types import MappingProxyType
 
 from exporter.upstream import Execution
 
-# Label values are fixed sets: anything else Mudbase sends is `other`, a missing field `unknown`.
-OUTCOMES = ("success", "failure", "unknown")
+# Label values are fixed sets: anything else Mudbase sends is `other`, a missing field `unknown`
+# (outcome: success, failure or unknown).
 TRIGGER_TYPES = ("document", "file", "http", "cron", "schedule", "webhook", "auth", "manual")
 INVOKERS = ("trigger", "manual", "api_key", "cron")
 OTHER, UNKNOWN = "other", "unknown"
@@ -69,9 +69,6 @@ class Cursor:
 
     newest: datetime
     ids_at_newest: frozenset[str]
-
-    def is_new(self, execution: Execution) -> bool:
-        return bool(self.new_of([execution]))
 
     def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
         """The executions after the cursor (one comprehension: it runs 100 times an answer)."""

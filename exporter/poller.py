@@ -293,13 +293,17 @@ class Poller:
     def _logs_done(self, key: TargetKey, _: asyncio.Task[None]) -> None:
         self._logs_in_flight.discard(key)
 
+    def _executions_of(self, key: TargetKey) -> ExecutionTotals | None:
+        state = self._state.get(key)
+        return state.executions if state is not None else None
+
     def _pages_for(self, key: TargetKey, listed_total: int | None) -> int:
         """Logs pages worth fetching for a function, known from its listed total: enough for
         its new executions, at most the configured pages per poll."""
-        state = self._state.get(key)
-        if not self._execution_metrics or state is None or state.executions is None:
+        totals = self._executions_of(key)
+        if not self._execution_metrics or totals is None:
             return 1
-        expected = state.executions.expected_new(listed_total)
+        expected = totals.expected_new(listed_total)
         return max(1, min(self._execution_pages, math.ceil(expected / PAGE_SIZE)))
 
     def _logs_per_project_round(self) -> float:
@@ -317,11 +321,10 @@ class Poller:
         async with self._semaphore:
             budget = self._interval * POLL_DEADLINE_SHARE
             POLL_DEADLINE.set(asyncio.get_running_loop().time() + budget)
-            state = self._state.get(key)
-            before = state.executions if state is not None else None
+            before = self._executions_of(key)
             try:
                 async with asyncio.timeout(budget):
-                    _, executions = await self._logs_from(key, before, pages, listed_total)
+                    _, executions = await self._logs(key, before, pages, listed_total)
             except PollError as err:
                 self._metrics.poll_errors.labels(err.reason.value).inc()
                 log.debug("logs request failed", target=str(key), reason=err.reason.value)
@@ -347,7 +350,9 @@ class Poller:
             POLL_DEADLINE.set(asyncio.get_running_loop().time() + budget)
             try:
                 async with asyncio.timeout(budget):
-                    stats, executions = await self._logs(key, pages=self._execution_pages)
+                    stats, executions = await self._logs(
+                        key, self._executions_of(key), self._execution_pages, None
+                    )
             except PollError as err:
                 self._failed(key, err.reason, err.detail)
             except TimeoutError:
@@ -361,18 +366,11 @@ class Poller:
                 self._metrics.poll_duration.observe(time.monotonic() - started)
 
     async def _logs(
-        self, key: TargetKey, pages: int, listed_total: int | None = None
-    ) -> tuple[FunctionStats, ExecutionTotals | None]:
-        """The stats from the logs endpoint, and the execution totals advanced by the new
-        executions on up to `pages` pages (one request each). The first answer of a function
-        only places its execution cursor (one execution asked for)."""
-        state = self._state.get(key)
-        totals = state.executions if state is not None else None
-        return await self._logs_from(key, totals, pages, listed_total)
-
-    async def _logs_from(
         self, key: TargetKey, totals: ExecutionTotals | None, pages: int, listed_total: int | None
     ) -> tuple[FunctionStats, ExecutionTotals | None]:
+        """The stats from the logs endpoint, and `totals` advanced by the new executions on up
+        to `pages` pages (one request each). The first answer of a function only places its
+        execution cursor (one execution asked for)."""
         if not self._execution_metrics:
             return (await self._client.function_logs(key.project, key.function)).stats, None
         if totals is None:
