@@ -259,9 +259,7 @@ class Exporter:
         log.info(
             "polling started",
             functions=len(targets),
-            discovered_projects=sum(
-                1 for s in config.project_selectors() if self.shard.owns_project(s.project)
-            ),
+            discovered_projects=len(self.shard.own_projects(config.project_selectors())),
             shard=f"{self.shard.index}/{self.shard.total}",
             interval=format_duration(round(interval, 3)),
             url=config.mudbase.url,

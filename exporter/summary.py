@@ -45,7 +45,7 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
         mine = [f.id for f in target.listed if shard.owns(TargetKey(target.project, f.id))]
         if mine:
             lines.append(f"    {target.project}: {', '.join(mine)}")
-    selectors = [s for s in config.project_selectors() if shard.owns_project(s.project)]
+    selectors = shard.own_projects(config.project_selectors())
     if selectors:
         per_15m += requests_per_15m(len(selectors), interval)
         lines += _discovery_lines(len(selectors), len(keys), interval, budget, config.max_age)

@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -41,6 +42,10 @@ class Shard:
         """A discovered project (`functions: all`) belongs whole to one replica: its listing
         is paid once, not by every replica."""
         return self._picks(project)
+
+    def own_projects(self, selectors: Iterable["ProjectSelector"]) -> list["ProjectSelector"]:
+        """The discovered projects this replica lists."""
+        return [s for s in selectors if self.owns_project(s.project)]
 
     def _picks(self, name: str) -> bool:
         if self.total == 1:
