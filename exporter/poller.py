@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 
-from exporter.budget import MUDBASE_WINDOW, POLL_DEADLINE, RequestBudget
+from exporter.budget import MUDBASE_WINDOW, POLL_DEADLINE, RequestBudget, effective_interval
 from exporter.client import MudbaseClient
 from exporter.config import ID_PATTERN
 from exporter.errors import PollError, Reason
@@ -106,7 +106,7 @@ class Poller:
     ) -> None:
         """Poll exactly these functions and projects: start new ones, stop removed ones."""
         wanted = sorted(targets)
-        self._selectors = {p.project: p for p in projects if self._shard.owns_project(p.project)}
+        self._selectors = {p.project: p for p in self._shard.own_projects(projects)}
         for project in [p for p in self._pages if p not in self._selectors]:
             del self._pages[project]
             self._logs_credit.pop(project, None)
@@ -205,10 +205,12 @@ class Poller:
         biggest listing could not end within its deadline at the budget's pace."""
         if self._budget is None:
             return
-        per_second = self._budget.per_window / MUDBASE_WINDOW
-        round_seconds = (len(self._tasks) + sum(self._pages.values())) / per_second
-        listing_seconds = max(self._pages.values(), default=0) / per_second
-        interval = max(self._base_interval, round_seconds, listing_seconds / POLL_DEADLINE_SHARE)
+        per_window = self._budget.per_window
+        round_requests = len(self._tasks) + sum(self._pages.values())
+        biggest_listing = max(self._pages.values(), default=0) / POLL_DEADLINE_SHARE
+        interval = effective_interval(
+            self._base_interval, max(round_requests, biggest_listing), per_window
+        )
         if math.isclose(interval, self._interval, rel_tol=STRETCH_TOLERANCE):
             return
         log.warning(
