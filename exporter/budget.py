@@ -6,7 +6,8 @@ IP), through an aiolimiter leaky bucket that holds ten seconds' worth of request
 15-minute window that is at most the budget plus about 1% (the bucket's size), well inside the
 headroom. A 429's Retry-After pauses every request, not only the function that got it: the
 limit is per IP. A 429 without a Retry-After pauses every request too, for 2 s, doubling with
-each such 429 in a row (at most 60 s) until a request succeeds.
+each further episode of them (at most 60 s) until a request sent after the pause is answered;
+the 429s of requests already in flight during a pause belong to the same episode.
 """
 
 import asyncio
