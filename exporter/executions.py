@@ -160,7 +160,7 @@ class ExecutionTotals:
             debt=max(-MAX_LAG, min(0, debt)),
         )
 
-    def collector(self) -> "NewExecutions":
+    def new_executions(self) -> "NewExecutions":
         """Gathers the new executions of one poll's pages."""
         return NewExecutions(self.cursor)
 

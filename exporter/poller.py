@@ -382,7 +382,7 @@ class Poller:
             )
         limit = page_limit(totals.expected_new(listed_total))
         first = await self._client.function_logs(key.project, key.function, limit=limit)
-        new = totals.collector()
+        new = totals.new_executions()
         page, offset = first, 0
         for fetched in range(1, pages + 1):
             if not new.add_page(page.executions, limit) or fetched == pages:
