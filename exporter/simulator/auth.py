@@ -5,33 +5,15 @@ import base64
 import json
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
-AUTH_WINDOW = 15 * 60
+from exporter.simulator.limits import SlidingLimit
+
 REMEMBERED_REFRESH_TOKENS = 10_000  # used ones, to detect reuse; the oldest are forgotten
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-@dataclass
-class SlidingLimit:
-    """At most `limit` calls per sliding 15-minute window, per client IP."""
-
-    limit: int
-    calls: dict[str, deque[float]] = field(default_factory=dict)
-
-    def allow(self, client: str, now: float) -> tuple[bool, float]:
-        """Whether one more call is allowed; else the seconds until one is."""
-        window = self.calls.setdefault(client, deque())
-        while window and window[0] <= now - AUTH_WINDOW:
-            window.popleft()
-        if len(window) >= self.limit:
-            return False, window[0] + AUTH_WINDOW - now
-        window.append(now)
-        return True, 0.0
 
 
 @dataclass

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from exporter.durations import parse_duration
+from exporter.simulator.limits import MUDBASE_API_LIMIT, SlidingLimit
 from exporter.simulator.scenarios import demo_simulator, load_scenario
 from exporter.simulator.server import Simulator, build_app
 from exporter.web import parse_listen_address
@@ -34,6 +36,8 @@ async def _main(args: argparse.Namespace) -> int:
         else demo_simulator(args.seed)
     )
     sim.auth.static_tokens.update(args.token or [])
+    if args.rate_limit is not None:
+        sim.api_limit = SlidingLimit(args.rate_limit, parse_duration(args.rate_limit_window))
     low, _, high = args.latency.partition(":")
     sim.latency = (float(low), float(high or low))
     host, port = parse_listen_address(args.listen_address)
@@ -64,6 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         "--latency",
         default="0",
         help="MIN[:MAX] seconds every API answer waits, e.g. 0.05:0.1 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        help=f"requests to /api/* allowed per client IP per --rate-limit-window, as Mudbase "
+        f"enforces them; 0 turns the limit off (default {MUDBASE_API_LIMIT}, or the scenario's)",
+    )
+    parser.add_argument(
+        "--rate-limit-window",
+        default="15m",
+        help="the sliding window of --rate-limit (default %(default)s)",
     )
     args = parser.parse_args(argv)
     return asyncio.run(_main(args))

@@ -55,7 +55,7 @@ class SimFunction:
     trigger_type: str = "http"
     active: bool = True
     dialect: Dialect = "docs"
-    rate_per_minute: float = 60.0
+    rate_per_minute: float = 0.0  # no executions on its own unless told
     failure_ratio: float = 0.02
     drift_amplitude: float = 0.0
     drift_period: float = 600.0

@@ -2,9 +2,12 @@
 
 A scenario file:
     tokens: [sim-token]
+    rate_limit: {requests: 2000, window: 15m}   # optional; Mudbase's per-IP limit by default
     functions:
       - {project: demo_shop, id: checkout, dialect: docs, rate_per_minute: 120,
          failure_ratio: 0.02, drift_amplitude: 0.05, drift_period: 300}
+
+A function runs only at its `rate_per_minute` (default 0: it never runs on its own).
 """
 
 from pathlib import Path
@@ -12,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from exporter.durations import parse_duration
+from exporter.simulator.limits import MUDBASE_API_LIMIT, SlidingLimit
 from exporter.simulator.model import SimFunction
 from exporter.simulator.server import Simulator
 
@@ -94,7 +99,11 @@ def demo_simulator(seed: int | None = None) -> Simulator:
 
 def load_scenario(path: Path, seed: int | None = None) -> Simulator:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    sim = Simulator(set(data.get("tokens", [])), seed=seed)
+    limit = data.get("rate_limit") or {}
+    api_limit = SlidingLimit(
+        int(limit.get("requests", MUDBASE_API_LIMIT)), parse_duration(limit.get("window", "15m"))
+    )
+    sim = Simulator(set(data.get("tokens", [])), seed=seed, api_limit=api_limit)
     for spec in data.get("functions", []):
         sim.add(SimFunction(**spec))
     return sim

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import math
 import random
 import time
 from collections import Counter
@@ -12,6 +13,7 @@ from aiohttp import web
 
 from exporter.simulator.auth import AuthState
 from exporter.simulator.faults import FAULT_KINDS, Fault, FaultTable
+from exporter.simulator.limits import MUDBASE_API_LIMIT, MUDBASE_WINDOW, SlidingLimit
 from exporter.simulator.model import SimFunction
 
 MAX_LIMIT = 100
@@ -19,13 +21,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Simulator:
-    """The simulated platform: functions, tokens, faults and request counts."""
+    """The simulated platform: functions, tokens, faults, the per-IP limit and request counts."""
 
-    def __init__(self, tokens: set[str], seed: int | None = None) -> None:
+    def __init__(
+        self,
+        tokens: set[str],
+        seed: int | None = None,
+        api_limit: SlidingLimit | None = None,
+    ) -> None:
         self.auth = AuthState(set(tokens))
         self.functions: dict[tuple[str, str], SimFunction] = {}
         self.faults = FaultTable()
         self.requests: Counter[str] = Counter()
+        # Mudbase's own limit on all of /api/*, per client IP: on unless told otherwise
+        self.api_limit = api_limit or SlidingLimit(MUDBASE_API_LIMIT, MUDBASE_WINDOW)
         self.rng = random.Random(seed)
         self.latency: tuple[float, float] = (0.0, 0.0)  # every API answer waits this long
 
@@ -128,6 +137,7 @@ def build_app(sim: Simulator) -> web.Application:
     app.router.add_delete("/_sim/faults", _clear_faults)
     app.router.add_post("/_sim/requests/reset", _reset_requests)
     app.router.add_post("/_sim/latency", _set_latency)
+    app.router.add_post("/_sim/rate-limit", _set_rate_limit)
     return app
 
 
@@ -139,11 +149,27 @@ def _counting(sim: Simulator) -> Any:
         elif request.path.startswith("/api/"):
             kind = "logs" if request.path.endswith("/logs") else "list"
             sim.requests[kind] += 1
-        if request.path.startswith("/api/") and sim.latency[1] > 0:
-            await asyncio.sleep(sim.rng.uniform(*sim.latency))
+        if request.path.startswith("/api/"):
+            allowed, wait = sim.api_limit.allow(_client(request), time.time())
+            if not allowed:
+                return _rate_limit_exceeded(wait)
+            if sim.latency[1] > 0:
+                await asyncio.sleep(sim.rng.uniform(*sim.latency))
         return await handler(request)
 
     return middleware
+
+
+def _rate_limit_exceeded(wait: float) -> web.Response:
+    """Mudbase's answer once a client IP has spent its requests of the window."""
+    seconds = max(1, math.ceil(wait))
+    body = {
+        "success": False,
+        "error": "Too many requests from this IP, please try again later",
+        "code": "RATE_LIMIT_EXCEEDED",
+        "retryAfter": seconds,
+    }
+    return web.json_response(body, status=429, headers={"Retry-After": str(seconds)})
 
 
 def _auth_error(request: web.Request, api_key_ok: bool) -> web.Response | None:
@@ -295,6 +321,7 @@ async def _state(request: web.Request) -> web.StreamResponse:
             "functions": functions,
             "faults": sim.faults.describe(),
             "requests": dict(sim.requests),
+            "rate_limit": sim.api_limit.describe(),
             "auth": dict(sim.auth.counts),
         }
     )
@@ -354,8 +381,21 @@ async def _clear_faults(request: web.Request) -> web.StreamResponse:
 
 
 async def _reset_requests(request: web.Request) -> web.StreamResponse:
+    """Start counting afresh: request counts, and the per-IP limit's windows and refusals."""
     sim: Simulator = request.app["sim"]
     sim.requests.clear()
+    sim.api_limit.reset()
+    return web.json_response({"ok": True})
+
+
+async def _set_rate_limit(request: web.Request) -> web.StreamResponse:
+    """`{"limit": 2000, "window": 900}`: the per-IP limit on /api/* (limit 0: none); the
+    windows start empty."""
+    sim: Simulator = request.app["sim"]
+    body = await request.json()
+    sim.api_limit = SlidingLimit(
+        int(body.get("limit", MUDBASE_API_LIMIT)), float(body.get("window", MUDBASE_WINDOW))
+    )
     return web.json_response({"ok": True})
 
 
