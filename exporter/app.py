@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from exporter import __version__
 from exporter.auth import ApiKey, Credential, FileSecret, FileToken, StaticToken
-from exporter.budget import RequestBudget, effective_interval
 from exporter.client import MudbaseClient, RequestObserver, RetryPolicy
 from exporter.collector import FunctionRenderer
 from exporter.config import (
@@ -28,7 +27,8 @@ from exporter.durations import format_duration
 from exporter.exposition import CachedExposition
 from exporter.landing import render_landing_page
 from exporter.logs import REDACTOR, get_logger
-from exporter.poller import POLL_DEADLINE_SHARE, Poller
+from exporter.planner import POLL_DEADLINE_SHARE, RequestPlanner, shard_budget
+from exporter.poller import Poller
 from exporter.selfmetrics import ExporterMetrics
 from exporter.session import Session
 from exporter.state import StateStore
@@ -37,8 +37,6 @@ from exporter.web import ExporterHTTPServer, start_http_server
 from exporter.webconfig import BasicAuth, TLSContextSource, WebConfig
 
 log = get_logger("exporter.app")
-
-RETRY_DEADLINE_SHARE = 0.7  # no retry is scheduled past this share of the interval
 
 
 def make_credential(
@@ -60,7 +58,7 @@ def make_credential(
             credentials.email,
             password,
             http,
-            timeout=min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE),
+            timeout=request_timeout(loaded),
             on_request=on_request,
             share=1 / total_shards,
         )
@@ -71,14 +69,44 @@ def make_credential(
     return StaticToken(credentials.token)
 
 
-def retry_policy(loaded: LoadedConfig) -> RetryPolicy:
+def retry_policy(loaded: LoadedConfig, planner: RequestPlanner) -> RetryPolicy:
+    """Retries as configured; the planner's retry window of the effective interval bounds
+    them (the client asks it at each poll)."""
     config = loaded.config
     return RetryPolicy(
         attempts=config.mudbase.retries + 1,
         initial_backoff=min(0.5, config.interval / 20),
-        max_wait=min(config.mudbase.max_retry_wait, config.interval * RETRY_DEADLINE_SHARE),
-        deadline=config.interval * RETRY_DEADLINE_SHARE,
+        max_wait=min(config.mudbase.max_retry_wait, planner.retry_window),
+        deadline=planner.retry_window,
     )
+
+
+def new_http_client(concurrency: int, timeout: float) -> httpx.AsyncClient:
+    """httpx's API over aiohttp's connection pool: httpcore's pool caps one client at about
+    800 requests/s on loopback, the aiohttp transport does several thousand."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return HttpxAiohttpClient(
+        limits=limits,
+        # httpx's own default (5 s) would otherwise cut requests shorter than mudbase.timeout
+        timeout=httpx.Timeout(timeout),
+        headers={"User-Agent": f"mudbase-exporter/{__version__}"},
+        follow_redirects=False,
+    )
+
+
+def request_timeout(loaded: LoadedConfig) -> float:
+    config = loaded.config
+    return min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE)
+
+
+@dataclass
+class _Auth:
+    """The credential of one Mudbase URL and set of credentials, kept across reloads that
+    change neither (a login session is not logged in again), with its own HTTP client."""
+
+    identity: tuple[object, ...]
+    credential: Credential
+    http: httpx.AsyncClient
 
 
 @dataclass
@@ -93,13 +121,7 @@ class _Runtime:
         """True if `other` differs from this runtime's config in its targets only."""
         mine, theirs = self.loaded.config, other.config
         return (
-            mine.mudbase == theirs.mudbase
-            and mine.interval == theirs.interval
-            and mine.concurrency == theirs.concurrency
-            and mine.keep_values_for == theirs.keep_values_for
-            and mine.max_age == theirs.max_age
-            and mine.execution_metrics == theirs.execution_metrics
-            and mine.execution_pages == theirs.execution_pages
+            mine.model_dump(exclude={"targets"}) == theirs.model_dump(exclude={"targets"})
             and self.loaded.credentials == other.credentials
         )
 
@@ -113,7 +135,8 @@ class ReloadError(Exception):
 
 
 class Exporter:
-    """One running exporter: its state, its HTTP server, and the runtime of its config."""
+    """One running exporter: its state, its HTTP server, the request planner, and the runtime
+    of its config."""
 
     def __init__(
         self,
@@ -133,6 +156,13 @@ class Exporter:
         self.metrics = ExporterMetrics(self.registry)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        self.planner = RequestPlanner(
+            self._budget(loaded),
+            loaded.config.interval,
+            loaded.config.concurrency,
+            self.metrics,
+            _pages_per_poll(loaded),
+        )
         self._mark_loaded()
         self.exposition = CachedExposition(
             self.functions.render_parts, lambda: self.state.generation, self.registry
@@ -142,7 +172,7 @@ class Exporter:
             listen,
             self.exposition,
             landing_page=lambda: render_landing_page(
-                self.state.snapshot(), format_duration(self.loaded.config.interval)
+                self.state.snapshot(), format_duration(round(self.planner.interval, 1))
             ),
             ready=self._ready,
             reload=self.reload_from_thread,
@@ -154,6 +184,7 @@ class Exporter:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._runtime: _Runtime | None = None
+        self._auth: _Auth | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _ready(self) -> bool:
@@ -176,10 +207,12 @@ class Exporter:
         self._loop = asyncio.get_running_loop()
         self.exposition.start()
         start_http_server(self.server)
-        self._runtime = self._start(self.loaded)
+        self._runtime = await self._start(self.loaded)
         await self._stop.wait()
         log.info("shutting down")
         await self._runtime.close()
+        if self._auth is not None:
+            await self._auth.http.aclose()
         self.server.shutdown()
         self.server.server_close()
         self.exposition.stop()
@@ -189,32 +222,31 @@ class Exporter:
         return {k: v for k, v in loaded.config.function_settings().items() if self.shard.owns(k)}
 
     def _budget(self, loaded: LoadedConfig) -> float:
-        return loaded.config.mudbase.request_budget / self.shard.total
+        return shard_budget(loaded.config.mudbase.request_budget, self.shard.total)
 
-    def _interval(self, loaded: LoadedConfig) -> float:
-        return effective_interval(
-            loaded.config.interval, len(self._targets(loaded)), self._budget(loaded)
-        )
-
-    def _start(self, loaded: LoadedConfig) -> _Runtime:
-        config = loaded.config
-        interval = self._interval(loaded)
-        budget = RequestBudget(self._budget(loaded))
-        limits = httpx.Limits(
-            max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-        )
-        # httpx's API over aiohttp's connection pool: httpcore's pool caps one client at
-        # ~800 requests/s on loopback, the aiohttp transport does several thousand
-        http = HttpxAiohttpClient(
-            limits=limits,
-            # httpx's own default (5 s) would otherwise cut requests shorter than mudbase.timeout
-            timeout=httpx.Timeout(
-                min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE)
-            ),
-            headers={"User-Agent": f"mudbase-exporter/{__version__}"},
-            follow_redirects=False,
-        )
+    async def _credential(self, loaded: LoadedConfig) -> Credential:
+        """The credential for this config: the running one if the URL and the credentials
+        are unchanged (a reload never logs in again for nothing), else a new one."""
+        identity = (loaded.config.mudbase.url, loaded.credentials)
+        if self._auth is not None and self._auth.identity == identity:
+            return self._auth.credential
+        http = new_http_client(2, request_timeout(loaded))
         credential = make_credential(loaded, http, self.metrics.observe_request, self.shard.total)
+        old, self._auth = self._auth, _Auth(identity, credential, http)
+        if old is not None:
+            await old.http.aclose()
+        return credential
+
+    async def _start(self, loaded: LoadedConfig) -> _Runtime:
+        config = loaded.config
+        self.planner.configure(
+            budget=self._budget(loaded),
+            interval=config.interval,
+            concurrency=config.concurrency,
+            pages_per_poll=_pages_per_poll(loaded),
+        )
+        http = new_http_client(config.concurrency, request_timeout(loaded))
+        credential = await self._credential(loaded)
         self.metrics.token_expiry.credential = credential
         self.metrics.token_expiry.source = (
             "login"
@@ -225,20 +257,18 @@ class Exporter:
             config.mudbase.url,
             credential,
             http,
-            retry=retry_policy(loaded),
-            timeout=min(config.mudbase.timeout, config.interval * POLL_DEADLINE_SHARE),
+            retry=retry_policy(loaded, self.planner),
+            timeout=request_timeout(loaded),
             on_request=self.metrics.observe_request,
-            budget=budget,
+            planner=self.planner,
         )
         poller = Poller(
             client,
             self.state,
             self.metrics,
-            interval=interval,
-            concurrency=config.concurrency,
-            keep_values_for=max(config.keep_values_for, 3 * interval),
+            self.planner,
+            keep_values_for=config.keep_values_for,
             max_age=config.max_age,
-            budget=budget,
             shard=self.shard,
             # Mudbase documents API keys for the list endpoint only: no logs requests then
             logs_for_changes=not isinstance(loaded.credentials, ApiKeyCredentials),
@@ -247,21 +277,21 @@ class Exporter:
         )
         targets = self._targets(loaded)
         poller.apply(targets, config.project_selectors())
-        self.metrics.request_budget.set(budget.per_window)
-        if interval > config.interval:
+        plan = self.planner.plan
+        if plan.stretched:
             log.warning(
                 "interval stretched to stay within the request budget",
                 configured=format_duration(config.interval),
-                effective=format_duration(round(interval)),
-                functions=len(targets),
-                budget_per_15m=round(budget.per_window),
+                effective=format_duration(round(plan.interval)),
+                required_per_round=plan.demand.required,
+                budget_per_15m=round(plan.budget),
             )
         log.info(
             "polling started",
             functions=len(targets),
-            discovered_projects=len(self.shard.own_projects(config.project_selectors())),
+            discovered_projects=len(plan.demand.projects),
             shard=f"{self.shard.index}/{self.shard.total}",
-            interval=format_duration(round(interval, 3)),
+            interval=format_duration(round(plan.interval, 3)),
             url=config.mudbase.url,
         )
         return _Runtime(loaded, http, poller)
@@ -271,7 +301,9 @@ class Exporter:
 
         Only the targets changed: added ones start polling, removed ones stop (and leave
         /metrics), the others go on untouched. Anything else changed: the client and poller are
-        rebuilt, and the state of unchanged targets is kept, so their series have no gap.
+        rebuilt, and the state of unchanged targets is kept, so their series have no gap. The
+        request planner is kept either way (its bucket and a 429 pause carry over), and so is
+        the credential while the URL and the credentials stay the same.
         """
         async with self._reload_lock:
             if self.config_path is None:
@@ -286,23 +318,20 @@ class Exporter:
                 raise ReloadError(str(err)) from None
             REDACTOR.add(*secrets_of(loaded.credentials))
             runtime = self._runtime
-            if (
-                runtime is not None
-                and runtime.same_connection(loaded)
-                and self._interval(loaded) == self._interval(runtime.loaded)
-            ):
+            if runtime is not None and runtime.same_connection(loaded):
                 runtime.poller.apply(self._targets(loaded), loaded.config.project_selectors())
                 runtime.loaded = loaded
             else:
+                if runtime is not None:
+                    await runtime.close()  # its polls end before the new ones start
                 try:
-                    started = self._start(loaded)  # the old one runs until the new one does
+                    self._runtime = await self._start(loaded)
                 except Exception as err:
                     self.metrics.config_last_reload_successful.set(0)
                     log.exception("could not start the new configuration; keeping the old one")
+                    if runtime is not None:
+                        self._runtime = await self._start(runtime.loaded)
                     raise ReloadError(f"could not start the new configuration: {err}") from None
-                if runtime is not None:
-                    await runtime.close()
-                self._runtime = started
             self.loaded = loaded
             self._mark_loaded()
             log.info("configuration reloaded", functions=len(loaded.config.function_keys()))
@@ -323,6 +352,12 @@ class Exporter:
     def _mark_loaded(self) -> None:
         self.metrics.config_last_reload_successful.set(1)
         self.metrics.config_last_reload_success_time.set(time.time())
+
+
+def _pages_per_poll(loaded: LoadedConfig) -> int:
+    """Logs pages one poll of a listed function may fetch."""
+    config = loaded.config
+    return config.execution_pages if config.execution_metrics else 1
 
 
 def install_signal_handlers(exporter: Exporter) -> None:

@@ -10,7 +10,8 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -26,9 +27,9 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from exporter.auth import Credential
-from exporter.budget import RequestBudget
 from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
+from exporter.planner import RequestKind, RequestPlanner
 from exporter.upstream import (
     FunctionPage,
     FunctionStats,
@@ -44,7 +45,7 @@ class RetryPolicy:
     attempts: int = 4
     initial_backoff: float = 0.5
     max_wait: float = 30.0
-    deadline: float = 30.0
+    deadline: float = 30.0  # without a planner; with one, its retry window (of the interval)
 
 
 RequestObserver = Callable[[str, str], None]
@@ -65,7 +66,7 @@ class MudbaseClient:
         timeout: float,
         on_request: RequestObserver | None = None,
         sleep: Sleep = asyncio.sleep,
-        budget: RequestBudget | None = None,
+        planner: RequestPlanner | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._auth = auth
@@ -74,7 +75,7 @@ class MudbaseClient:
         self._timeout = timeout
         self._on_request = on_request or (lambda endpoint, code: None)
         self._sleep = sleep
-        self._budget = budget
+        self._planner = planner
         self._backoff = wait_exponential_jitter(
             multiplier=retry.initial_backoff, max=retry.max_wait, jitter=retry.initial_backoff
         )
@@ -93,12 +94,19 @@ class MudbaseClient:
         return (await self.function_logs(project, function)).stats
 
     async def function_logs(
-        self, project: str, function: str, *, limit: int = 1, offset: int = 0
+        self,
+        project: str,
+        function: str,
+        *,
+        limit: int = 1,
+        offset: int = 0,
+        kind: RequestKind = RequestKind.POLL,
     ) -> LogsPage:
-        """One page of the function's executions (newest first) and its stats, retried."""
+        """One page of the function's executions (newest first) and its stats, retried.
+        `kind` tells the planner whether the request is required (poll) or optional (logs)."""
         url = self.logs_url(project, function)
         params = {"limit": str(limit)} | ({"offset": str(offset)} if offset else {})
-        body = await self._with_retry(lambda: self._get(url, "logs", params))
+        body = await self._with_retry(lambda: self._get(url, "logs", params, kind))
         try:
             return parse_logs(body)
         except UpstreamFormatError as err:
@@ -108,7 +116,7 @@ class MudbaseClient:
         """One page (100 functions) of the project's function list, with inline stats."""
         url = f"{self._base_url}/api/functions/projects/{quote(project, safe='')}/functions"
         params = {"page": str(page), "limit": str(LIST_PAGE_SIZE)}
-        body = await self._with_retry(lambda: self._get(url, "list", params))
+        body = await self._with_retry(lambda: self._get(url, "list", params, RequestKind.LIST))
         try:
             return parse_function_list(body)
         except UpstreamFormatError as err:
@@ -137,7 +145,7 @@ class MudbaseClient:
         retrying = AsyncRetrying(
             stop=stop_any(
                 stop_after_attempt(self._retry.attempts),
-                _StopBeforeDeadline(started, self._retry.deadline),
+                _StopBeforeDeadline(started, self._retry_deadline()),
                 _StopIfWaitOver(self._retry.max_wait),
             ),
             wait=self._wait,
@@ -151,6 +159,11 @@ class MudbaseClient:
                 return await call()
         raise AssertionError("unreachable: tenacity reraises the last error")
 
+    def _retry_deadline(self) -> float:
+        """Seconds after the first try within which a retry may be scheduled: the planner's
+        share of the effective (perhaps stretched) interval."""
+        return self._planner.retry_window if self._planner else self._retry.deadline
+
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After exactly when Mudbase sent one (never earlier), else backoff with jitter."""
         error = state.outcome.exception() if state.outcome else None
@@ -158,30 +171,46 @@ class MudbaseClient:
             return error.retry_after
         return float(self._backoff(state))
 
-    async def _get(self, url: str, endpoint: str, params: dict[str, str]) -> bytes:
+    async def _get(
+        self, url: str, endpoint: str, params: dict[str, str], kind: RequestKind
+    ) -> bytes:
         headers = await self._auth.headers()
-        sent_at = asyncio.get_running_loop().time()
-        response = await self._send(url, endpoint, params, headers)
+        response, sent_at = await self._send(url, endpoint, params, headers, kind)
         if response.status_code == 401 and await self._auth.renew_after_unauthorized(headers):
             headers = await self._auth.headers()
-            response = await self._send(url, endpoint, params, headers)
+            response, sent_at = await self._send(url, endpoint, params, headers, kind)
         if response.status_code != 200:
             error = error_for_response(response, secrets_in(headers))
-            if error.status == 429 and self._budget is not None:
-                if error.retry_after is not None:
-                    self._budget.pause(error.retry_after)
-                else:
-                    self._budget.pause_unhinted()
+            if error.status == 429 and self._planner is not None:
+                self._planner.rate_limited(error.retry_after)
             raise error
-        if self._budget is not None:
-            self._budget.succeeded(sent_at)
+        if self._planner is not None:
+            self._planner.answered(sent_at)
         return response.content
 
+    @asynccontextmanager
+    async def _turn(self, kind: RequestKind) -> AsyncIterator[float]:
+        """The planner's permission to send (or none without a planner); the send time."""
+        if self._planner is None:
+            yield asyncio.get_running_loop().time()
+            return
+        async with self._planner.turn(kind) as sent_at:
+            yield sent_at
+
     async def _send(
+        self,
+        url: str,
+        endpoint: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        kind: RequestKind,
+    ) -> tuple[httpx.Response, float]:
+        async with self._turn(kind) as sent_at:
+            return await self._exchange(url, endpoint, params, headers), sent_at
+
+    async def _exchange(
         self, url: str, endpoint: str, params: dict[str, str], headers: dict[str, str]
     ) -> httpx.Response:
-        if self._budget is not None:
-            await self._budget.acquire()
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._http.get(url, params=params, headers=headers)

@@ -163,6 +163,8 @@ def _execution_lines(
         counts += f"{observed}{{{_labels(function | kind)}}} {format_value(count)}\n"
     unobserved = f"{m.FUNCTION_UNOBSERVED_EXECUTIONS.name}{{{labels}}} "
     unobserved += f"{format_value(totals.unobserved)}\n"
+    if not totals.placed:  # only listed so far: nothing observed, no durations
+        return counts, unobserved, ""
     name = m.FUNCTION_EXECUTION_DURATION.name
     # labels sort as function, le, project
     bucket = f'{name}_bucket{{function="{_escape(function["function"])}",le="'

@@ -16,7 +16,7 @@ import bisect
 import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
@@ -121,11 +121,43 @@ class ExecutionTotals:
     last_total: int | None = None  # totalExecutions at the latest poll
     last_new: int = 0  # new executions the stats reported at the latest poll
     debt: int = 0  # counted by the stats, not seen yet; negative while the stats lag
+    placed: bool = True  # False: no logs answer yet, only listings (a discovered function)
 
     @classmethod
     def start(cls, executions: Sequence[Execution], total: int | None) -> "ExecutionTotals":
         """The first answer places the cursor; nothing is counted yet."""
-        return cls(cursor=_EMPTY_CURSOR.moved_to(executions), last_total=total)
+        return cls(placed=False).place(executions, total)
+
+    @classmethod
+    def watching(cls, total: int | None) -> "ExecutionTotals":
+        """A discovered function whose logs were not fetched yet: its listed total is where
+        counting starts, so what it runs until its first logs answer shows as unobserved."""
+        return cls(placed=False, last_total=total)
+
+    def listed(self, total: int | None) -> "ExecutionTotals":
+        """A listing's total, before the first logs answer: what it adds is unobserved."""
+        return replace(
+            self,
+            unobserved=self.unobserved + self._reported(total),
+            last_total=self.last_total if total is None else total,
+        )
+
+    def place(self, executions: Sequence[Execution], total: int | None) -> "ExecutionTotals":
+        """The first logs answer places the cursor; what the stats counted since the listing
+        that started the watch (if any) was not observed."""
+        return replace(
+            self,
+            cursor=_EMPTY_CURSOR.moved_to(executions),
+            placed=True,
+            unobserved=self.unobserved + self._reported(total),
+            last_total=self.last_total if total is None else total,
+        )
+
+    def _reported(self, total: int | None) -> int:
+        """Executions the stats added since the last total (none if it shrank)."""
+        if total is None or self.last_total is None:
+            return 0
+        return max(0, total - self.last_total)
 
     def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
         return self.cursor.new_of(executions)
@@ -138,8 +170,7 @@ class ExecutionTotals:
 
     def advance(self, new: Sequence[Execution], total: int | None) -> "ExecutionTotals":
         """Count `new` (already de-duplicated), and account for what the stats saw beyond it."""
-        reported = 0 if total is None or self.last_total is None else total - self.last_total
-        reported = max(0, reported)  # a shrinking total (retention, a recreated function)
+        reported = self._reported(total)  # none from a shrinking total (retention, recreation)
         debt = self.debt + reported - len(new)
         counts = Counter(self.counts)
         buckets = list(self.buckets)

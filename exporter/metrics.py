@@ -168,6 +168,35 @@ TARGETS = MetricSpec(
     "Number of functions the exporter polls: listed in the config, or discovered with "
     "`functions: all`.",
 )
+PLANNED_REQUESTS = MetricSpec(
+    "mudbase_exporter_planned_requests_per_15m",
+    "gauge",
+    "Requests to Mudbase the request planner plans per 15 minutes at the effective interval, "
+    "by kind: list (list pages of discovered projects), poll (listed functions' logs requests, "
+    "all their pages), logs (optional change-driven logs requests: at most this many). Compare "
+    "with mudbase_exporter_request_budget_per_15m.",
+    ("kind",),
+)
+REQUEST_WAIT = MetricSpec(
+    "mudbase_exporter_request_wait_seconds",
+    "histogram",
+    "Time a request waited for its turn in the request planner (budget, priority, "
+    "concurrency, 429 pauses) before it was sent, by kind (list, poll, logs).",
+    ("kind",),
+)
+RATE_LIMIT_PAUSED = MetricSpec(
+    "mudbase_exporter_rate_limit_paused_seconds_total",
+    "counter",
+    "Seconds every request to Mudbase was paused because Mudbase answered 429.",
+)
+REQUESTS_SKIPPED = MetricSpec(
+    "mudbase_exporter_requests_skipped_total",
+    "counter",
+    "Requests not sent for lack of budget, by kind: logs (optional change-driven logs requests "
+    "beyond the round's allowance, or that could not go out before their deadline), list and "
+    "poll (refused because a 429 pause outlasted the poll's deadline).",
+    ("kind",),
+)
 REQUEST_BUDGET_USED = MetricSpec(
     "mudbase_exporter_requests_per_15m",
     "gauge",
@@ -210,6 +239,10 @@ ALL_METRICS = (
     REQUEST_BUDGET,
     TARGETS,
     REQUEST_BUDGET_USED,
+    PLANNED_REQUESTS,
+    REQUEST_WAIT,
+    RATE_LIMIT_PAUSED,
+    REQUESTS_SKIPPED,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
     CONFIG_LAST_RELOAD_SUCCESS_TIME,
     TOKEN_EXPIRY,
@@ -218,3 +251,5 @@ ALL_METRICS = (
 
 # Histogram buckets for one poll: fast loopback answers up to a slow upstream with retries.
 POLL_DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A request's wait for its turn: none, a fraction of a second of pacing, up to a long 429 pause.
+REQUEST_WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -94,6 +94,16 @@ class ExporterMetrics:
             buckets=m.POLL_DURATION_BUCKETS,
             registry=registry,
         )
+        self.request_wait = Histogram(
+            m.REQUEST_WAIT.name,
+            m.REQUEST_WAIT.help,
+            m.REQUEST_WAIT.labels,
+            buckets=m.REQUEST_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.requests_skipped = _counter(m.REQUESTS_SKIPPED, registry)
+        self.planned_requests = _gauge(m.PLANNED_REQUESTS, registry)  # by the planner's kinds
+        self.rate_limit_paused = _counter(m.RATE_LIMIT_PAUSED, registry)
         self.poll_interval = _gauge(m.POLL_INTERVAL, registry)
         self.request_budget = _gauge(m.REQUEST_BUDGET, registry)
         self.targets = _gauge(m.TARGETS, registry)

@@ -1,6 +1,9 @@
-"""The short summary `--config.check` prints: what will be polled and what it costs."""
+"""The short summary `--config.check` prints: what will be polled and what it costs.
 
-from exporter.budget import effective_interval
+The costs are the request planner's own plan (`exporter.planner.projected_plan`), made from the
+configuration: the exporter starts from the same plan.
+"""
+
 from exporter.config import (
     Credentials,
     LoadedConfig,
@@ -9,76 +12,107 @@ from exporter.config import (
     TokenCredentials,
 )
 from exporter.durations import format_duration
-from exporter.poller import POLL_DEADLINE_SHARE
+from exporter.planner import (
+    FUNCTIONS_PER_LIST_PAGE,
+    MUDBASE_LIMIT,
+    Plan,
+    RequestKind,
+    projected_plan,
+    shard_budget,
+)
 from exporter.targets import Shard, TargetKey
 
-MUDBASE_BUDGET_PER_15M = 2000
-WINDOW = 15 * 60
-
-
-def requests_per_15m(functions: int, interval: float) -> float:
-    """Logs requests per 15 minutes with no retries: one per function per interval."""
-    return functions * WINDOW / interval
+SHOWN = 10  # function IDs shown per project
 
 
 def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
     config, shard = loaded.config, shard or Shard()
     keys = [k for k in config.function_settings() if shard.owns(k)]
-    projects = len({key.project for key in keys})
-    per_15m = requests_per_15m(len(keys), config.interval)
-    budget = config.mudbase.request_budget / shard.total
-    interval = effective_interval(config.interval, len(keys), budget)
+    discovered = [s.project for s in shard.own_projects(config.project_selectors())]
+    pages_per_poll = config.execution_pages if config.execution_metrics else 1
+    budget = shard_budget(config.mudbase.request_budget, shard.total)
+    plan = projected_plan(len(keys), discovered, config.interval, budget, pages_per_poll)
+    retries = config.mudbase.retries
     lines = [
         f"configuration OK: {loaded.source}",
         f"  mudbase: {config.mudbase.url} ({describe_credentials(loaded.credentials)}), "
-        f"timeout {format_duration(config.mudbase.timeout)}, {config.mudbase.retries} retries",
+        f"timeout {format_duration(config.mudbase.timeout)}, "
+        f"{retries} {'retry' if retries == 1 else 'retries'}",
         f"  interval {format_duration(config.interval)}, concurrency {config.concurrency}, "
         f"last values kept {format_duration(config.keep_values_for)} after a failure",
-        f"  {len(keys)} function(s) in {projects} project(s)"
+        f"  {_what(len(keys), len({k.project for k in keys}), len(discovered))}"
         + (f", shard {shard.index} of {shard.total}:" if shard.total > 1 else ":"),
+        *_target_lines(config.targets, shard),
+        *_plan_lines(plan, pages_per_poll),
     ]
-    for target in config.targets:
+    if discovered:
+        lines += _discovery_lines(plan, config.max_age)
+    if plan.stretched:
+        lines.append(
+            f"  the budget stretches the interval to {format_duration(round(plan.interval))}: "
+            "every function is still polled, less often; for the configured interval raise "
+            "mudbase.request_budget (if nothing else shares the IP), poll fewer functions, or "
+            "shard"
+        )
+    return "\n".join(lines)
+
+
+def _what(listed: int, listed_projects: int, discovered: int) -> str:
+    parts = []
+    if listed:
+        parts.append(f"{listed} listed function(s) in {listed_projects} project(s)")
+    if discovered:
+        parts.append(f"{discovered} project(s) whose functions are discovered")
+    return "; ".join(parts) or "nothing to poll"
+
+
+def _target_lines(targets: list[TargetSpec], shard: Shard) -> list[str]:
+    lines = []
+    for target in targets:
         if target.functions == "all":
             if shard.owns_project(target.project):
                 lines.append(f"    {target.project}: all functions{_selection(target)}")
             continue
         mine = [f.id for f in target.listed if shard.owns(TargetKey(target.project, f.id))]
         if mine:
-            lines.append(f"    {target.project}: {', '.join(mine)}")
-    selectors = shard.own_projects(config.project_selectors())
-    if selectors:
-        per_15m += requests_per_15m(len(selectors), interval)
-        lines += _discovery_lines(len(selectors), len(keys), interval, budget, config.max_age)
-    at_least = "at least " if selectors else ""
-    lines.append(
-        f"  requests: {at_least}{per_15m:.0f} per 15 minutes at this interval; request budget "
-        f"{budget:.0f} per 15 minutes (Mudbase allows {MUDBASE_BUDGET_PER_15M} per client IP)"
-    )
-    if interval > config.interval:
-        lines.append(
-            f"  the budget stretches the interval to {format_duration(round(interval))}: "
-            "every function is still polled, less often; raise mudbase.request_budget (if "
-            "nothing else shares the IP), poll fewer functions, or shard"
-        )
-    return "\n".join(lines)
+            more = f" and {len(mine) - SHOWN} more" if len(mine) > SHOWN else ""
+            lines.append(f"    {target.project}: {', '.join(mine[:SHOWN])}{more}")
+    return lines
 
 
-def _discovery_lines(
-    projects: int, listed: int, interval: float, budget: float, max_age: float
-) -> list[str]:
+def _plan_lines(plan: Plan, pages_per_poll: int) -> list[str]:
+    """The planner's requests per 15 minutes by kind, against the budget."""
+    per_15m = plan.per_15m()
+    at_least = "at least " if plan.demand.projects else ""
+    required = per_15m[RequestKind.LIST] + per_15m[RequestKind.POLL]
+    pages = f" x {pages_per_poll} pages" if pages_per_poll > 1 else ""
+    lines = [
+        f"  requests per 15 minutes at a {format_duration(round(plan.interval))} interval: "
+        f"{at_least}{required:.0f} required, up to {per_15m[RequestKind.LOGS]:.0f} optional; "
+        f"request budget {plan.budget:.0f} (Mudbase allows {MUDBASE_LIMIT} per client IP)",
+        f"    listed functions' polls: {per_15m[RequestKind.POLL]:.0f} "
+        f"({plan.demand.listed} function(s){pages} every interval)",
+    ]
+    if plan.demand.projects:
+        lines += [
+            f"    list pages: at least {per_15m[RequestKind.LIST]:.0f} (one per "
+            f"{FUNCTIONS_PER_LIST_PAGE} functions of each discovered project, known once listed)",
+            f"    change-driven logs requests: up to {per_15m[RequestKind.LOGS]:.0f} (what the "
+            "required requests leave of the budget, less a fifth of headroom)",
+        ]
+    return lines
+
+
+def _discovery_lines(plan: Plan, max_age: float) -> list[str]:
     """What discovery costs: a request per 100 functions per interval, known once listed."""
-    per_round = budget * interval / WINDOW
-    total_pages = max(0, int(per_round) - listed)
-    one_project = int(per_round * POLL_DEADLINE_SHARE)
+    in_all, in_one = plan.discovery_capacity()
     return [
-        f"  discovery: {projects} project(s) listed every {format_duration(interval)}, one "
-        "request per 100 functions; their stats come from the list; logs only for functions "
-        f"that changed, and at least every {format_duration(max_age)}, with what the budget "
-        "leaves",
-        f"    at this interval and budget the listings fit up to about {total_pages * 100} "
-        f"discovered functions ({min(total_pages, one_project) * 100} in one project, whose "
-        "listing must end within 80% of the interval); beyond that the interval stretches at "
-        "run time",
+        "  discovery: every discovered function's stats come from its project's listing; "
+        "logs only for functions that changed (at least every "
+        f"{format_duration(max_age)}), with what the budget leaves",
+        f"    at the configured interval and budget the listings fit up to about {in_all} "
+        f"discovered functions ({in_one} in one project, whose listing must end within 80% of "
+        "the interval); beyond that the interval stretches at run time",
     ]
 
 

@@ -1,11 +1,13 @@
 """MudbaseClient against a respx-mocked Mudbase: parsing, auth, retry, typed errors.
 
 Nothing here really sleeps: the client gets a fake `sleep` that records the delays it was asked
-for and returns at once.
+for and returns at once, and the request planner's pauses run on looptime's fake loop clock.
 """
 
 import asyncio
+import contextlib
 import email.utils
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -16,13 +18,14 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from exporter import budget as budget_module
 from exporter.auth import Credential, FileToken, StaticToken
-from exporter.budget import RequestBudget
 from exporter.client import MudbaseClient, RetryPolicy
 from exporter.errors import PollError, Reason
+from exporter.planner import UNHINTED_PAUSE, RequestPlanner
+from exporter.selfmetrics import ExporterMetrics
 from exporter.upstream import FunctionStats
 
 BASE = "https://mudbase.test"
@@ -468,15 +471,20 @@ async def test_echoed_token_never_reaches_the_error_message(status: int, field: 
     assert TOKEN not in repr(err)
 
 
-def budgeted_client(http: httpx.AsyncClient, budget: RequestBudget) -> MudbaseClient:
-    """A client with no retries, sharing `budget`."""
+def planned_client(http: httpx.AsyncClient, planner: RequestPlanner) -> MudbaseClient:
+    """A client with no retries, sharing `planner`."""
     retry = RetryPolicy(attempts=1, initial_backoff=0.1, max_wait=10, deadline=60)
     return MudbaseClient(
-        BASE, StaticToken(SecretStr(TOKEN)), http, retry=retry, timeout=5, budget=budget
+        BASE, StaticToken(SecretStr(TOKEN)), http, retry=retry, timeout=5, planner=planner
     )
 
 
+def roomy_planner() -> RequestPlanner:
+    return RequestPlanner(100_000, 60, 8, ExporterMetrics(CollectorRegistry()))
+
+
 @pytest.mark.asyncio
+@pytest.mark.looptime
 async def test_a_429_pauses_requests_for_every_function() -> None:
     """Mudbase's limit is per client IP: after a 429, no function may send until Retry-After."""
     loop = asyncio.get_running_loop()
@@ -485,45 +493,40 @@ async def test_a_429_pauses_requests_for_every_function() -> None:
     def record(request: httpx.Request) -> httpx.Response:
         sent.append((request.url.path.split("/")[-2], loop.time()))
         if len(sent) == 1:
-            return httpx.Response(429, headers={"Retry-After": "1"})
+            return httpx.Response(429, headers={"Retry-After": "7"})
         return httpx.Response(200, json=DOCS_BODY)
 
-    budget = RequestBudget(100_000)
     async with httpx.AsyncClient() as http:
         with respx.mock() as router:
             router.get(url__regex=r".*/logs").mock(side_effect=record)
-            client = budgeted_client(http, budget)
+            client = planned_client(http, roomy_planner())
             with pytest.raises(PollError):
                 await client.function_stats(PROJECT, "first")
             await client.function_stats(PROJECT, "second")
     (_, limited_at), (function, sent_at) = sent
     assert function == "second"
-    assert sent_at - limited_at >= 1.0
+    assert sent_at - limited_at == 7
 
 
 @pytest.mark.asyncio
-async def test_a_429_without_retry_after_pauses_everyone_longer_while_it_repeats(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(budget_module, "UNHINTED_PAUSE", 0.3)
+@pytest.mark.looptime
+async def test_a_429_without_retry_after_pauses_everyone_longer_while_it_repeats() -> None:
     loop = asyncio.get_running_loop()
     sent: list[float] = []
+    answers = [429, 429, 200, 429, 200]
 
     def record(request: httpx.Request) -> httpx.Response:
         sent.append(loop.time())
-        if len(sent) <= 2:
-            return httpx.Response(429, json={"error": "slow down"})
-        return httpx.Response(200, json=DOCS_BODY)
+        return httpx.Response(answers[len(sent) - 1], json={"error": "slow down", **DOCS_BODY})
 
-    budget = RequestBudget(100_000)
     async with httpx.AsyncClient() as http:
         with respx.mock() as router:
             router.get(url__regex=r".*/logs").mock(side_effect=record)
-            client = budgeted_client(http, budget)
-            for function in ("first", "second"):
-                with pytest.raises(PollError):
+            client = planned_client(http, roomy_planner())
+            for function in ("first", "second", "third", "fourth", "fifth"):
+                with contextlib.suppress(PollError):
                     await client.function_stats(PROJECT, function)
-            await client.function_stats(PROJECT, "third")
-    first, second, third = sent
-    assert second - first >= 0.3  # another function waited out the pause
-    assert third - second >= 0.6  # the second 429 in a row doubled it
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    assert gaps[:2] == [UNHINTED_PAUSE, 2 * UNHINTED_PAUSE]  # a second 429 in a row doubles
+    # the third request was let go when the pause ended and answered: the backoff starts over
+    assert gaps[2:] == [0, UNHINTED_PAUSE]

@@ -38,9 +38,9 @@ def test_config_check_prints_targets_and_request_cost(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(SIM_TOKEN + "\n")
     result = run_cli("--config.check", "--config.file", str(config))
     assert result.returncode == 0, result.stderr
-    assert "3 function(s) in 2 project(s)" in result.stdout
+    assert "3 listed function(s) in 2 project(s)" in result.stdout
     assert "p1: a, b" in result.stdout
-    assert "90 per 15 minutes" in result.stdout  # 3 functions x 30 polls
+    assert "listed functions' polls: 90" in result.stdout  # 3 functions x 30 polls
     assert "token from a file" in result.stdout
     assert SIM_TOKEN not in result.stdout + result.stderr
 
@@ -127,4 +127,4 @@ def _ready(url: str) -> bool:
 def test_compose_exporter_config_is_valid() -> None:
     result = run_cli("--config.check", "--config.file", str(ROOT / "deploy/compose/exporter.yml"))
     assert result.returncode == 0, result.stderr
-    assert "5 function(s) in 2 project(s)" in result.stdout
+    assert "5 listed function(s) in 2 project(s)" in result.stdout

@@ -1,6 +1,7 @@
 """The poller: even spreading, the concurrency bound, the poll cut-off, failure isolation."""
 
 import asyncio
+import itertools
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -8,15 +9,16 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.budget import RequestBudget
 from exporter.client import MudbaseClient
 from exporter.errors import PollError, Reason
-from exporter.poller import Poller, first_poll_delay, next_poll_time, second_poll_time
+from exporter.planner import RequestKind, RequestPlanner
+from exporter.poller import Poller, next_due
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore
 from exporter.targets import FunctionSettings, ProjectSelector, Shard, TargetKey
 from exporter.upstream import Execution, FunctionPage, FunctionStats, FunctionSummary, LogsPage
 
+POLL = RequestKind.POLL
 KEYS = [TargetKey("p", f"f{i}") for i in range(10)]
 SETTINGS = dict.fromkeys(KEYS, FunctionSettings(0.99))
 
@@ -26,72 +28,99 @@ def moment(seconds: float) -> datetime:
 
 
 class FakeClient:
-    """Stands in for MudbaseClient: answers, fails or hangs per function; counts concurrency."""
+    """Stands in for MudbaseClient: answers, fails or hangs per function; counts concurrency.
+    Like the real client, it asks the planner for each request's turn."""
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.max_in_flight = 0
         self.release = asyncio.Event()
         self.behaviour: dict[str, str] = {}
+        self.planner: RequestPlanner | None = None
 
     async def function_logs(
-        self, project: str, function: str, *, limit: int = 1, offset: int = 0
+        self,
+        project: str,
+        function: str,
+        *,
+        limit: int = 1,
+        offset: int = 0,
+        kind: RequestKind = RequestKind.POLL,
     ) -> LogsPage:
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            kind = self.behaviour.get(function, "wait")
-            if kind == "hang":
-                await asyncio.Event().wait()
-            if kind == "bug":
-                raise ValueError("a bug")
-            if kind == "forbidden":
-                raise PollError(Reason.FORBIDDEN, "HTTP 403")
-            await self.release.wait()
-            return LogsPage(FunctionStats(total_executions=1))
-        finally:
-            self.in_flight -= 1
+        assert self.planner is not None
+        async with self.planner.turn(kind):
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await self._answer(function)
+            finally:
+                self.in_flight -= 1
+
+    async def _answer(self, function: str) -> LogsPage:
+        behaviour = self.behaviour.get(function, "wait")
+        if behaviour == "hang":
+            await asyncio.Event().wait()
+        if behaviour == "bug":
+            raise ValueError("a bug")
+        if behaviour == "forbidden":
+            raise PollError(Reason.FORBIDDEN, "HTTP 403")
+        await self.release.wait()
+        return LogsPage(FunctionStats(total_executions=1))
 
 
 def poller(client: object, state: StateStore, interval: float = 60.0, **options: Any) -> Poller:
-    """A poller over a fake client; `options` are Poller's keyword arguments."""
+    """A poller over a fake client; `options` are Poller's keyword arguments, and `budget`
+    (requests per 15 minutes) and `concurrency` those of its planner."""
     fake: MudbaseClient = client  # type: ignore[assignment]
     metrics = options.pop("metrics", None) or ExporterMetrics(CollectorRegistry())
-    return Poller(
-        fake, state, metrics, interval=interval, concurrency=3, keep_values_for=180, **options
+    planner = RequestPlanner(
+        options.pop("budget", 100_000),
+        interval,
+        options.pop("concurrency", 3),
+        metrics,
+        options.get("execution_pages", 1),
     )
+    if hasattr(client, "planner"):
+        client.planner = planner
+    return Poller(fake, state, metrics, planner, keep_values_for=180, **options)
 
 
-def test_six_functions_at_three_seconds_are_half_a_second_apart() -> None:
-    phases = [i / 6 for i in range(6)]
-    assert [first_poll_delay(p, 3.0) for p in phases] == pytest.approx([0, 0.5, 1, 1.5, 2, 2.5])
-    later = [next_poll_time(100.0, p, 3.0, now=100.0) for p in phases]
-    assert later == pytest.approx([103.0, 103.5, 104.0, 104.5, 105.0, 105.5])
+def test_each_poll_comes_one_interval_after_the_last_and_missed_ticks_are_skipped() -> None:
+    assert next_due(15.0, 60, now=15.5) == 75.0
+    assert next_due(75.0, 60, now=75.2) == 135.0
+    assert next_due(75.0, 60, now=200.0) == 255.0  # ticks at 135 and 195 missed: not run late
+    assert next_due(75.0, 120, now=76.0) == 195.0  # a stretched interval counts from the last
 
 
-def test_the_first_round_of_a_long_interval_is_compressed_into_ten_seconds() -> None:
-    assert first_poll_delay(0.5, 600) == 5.0
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_first_polls_are_spread_over_the_plan_and_then_come_every_interval() -> None:
+    client, state = FakeClient(), StateStore()
+    client.release.set()
+    loop = asyncio.get_running_loop()
+    polled: dict[TargetKey, list[float]] = {}
+    p = poller(client, state, interval=60)
+    original = p.poll_once
 
+    async def noting(key: TargetKey) -> None:
+        polled.setdefault(key, []).append(loop.time())
+        await original(key)
 
-def test_after_the_compressed_first_round_no_gap_exceeds_an_interval() -> None:
-    # phase 0.9 of 60 s: first poll at 9 s, regular tick at 114 s: the second comes at 69 s
-    assert second_poll_time(0.0, 0.9, 60, first=9.0, now=9.5) == 69.0
-    # phase 0.1: first poll at 1 s, regular tick at 66 s: the second comes at 61 s
-    assert second_poll_time(0.0, 0.1, 60, first=1.0, now=1.5) == 61.0
-    # a short interval is not compressed: the regular tick is one interval after the first
-    assert second_poll_time(0.0, 0.5, 4, first=2.0, now=2.1) == 6.0
-
-
-def test_next_tick_never_drifts_and_skips_missed_ticks() -> None:
-    assert next_poll_time(0.0, 0.25, 60, now=16.0) == 75.0
-    assert next_poll_time(0.0, 0.25, 60, now=75.5) == 135.0
-    assert next_poll_time(0.0, 0.25, 60, now=200.0) == 255.0  # ticks at 135 and 195 missed
+    p.poll_once = noting  # type: ignore[method-assign]
+    started = loop.time()
+    p.apply(SETTINGS)  # ten functions: little to pay, so spread over the first ten seconds
+    await asyncio.sleep(150)
+    await p.stop()
+    firsts = sorted(times[0] - started for times in polled.values())
+    assert firsts == pytest.approx([float(i) for i in range(10)])
+    for times in polled.values():
+        assert [b - a for a, b in itertools.pairwise(times)] == [60.0, 60.0]
 
 
 @pytest.mark.asyncio
 async def test_at_most_concurrency_polls_run_at_once() -> None:
     client, state = FakeClient(), StateStore()
-    p = poller(client, state)
+    p = poller(client, state, concurrency=3)
     state.set_targets(SETTINGS)
     polls = asyncio.gather(*(p.poll_once(key) for key in KEYS))
     for _ in range(20):
@@ -157,7 +186,13 @@ class FunctionLog:
             self.executions.insert(0, execution)
 
     async def function_logs(
-        self, project: str, function: str, *, limit: int = 1, offset: int = 0
+        self,
+        project: str,
+        function: str,
+        *,
+        limit: int = 1,
+        offset: int = 0,
+        kind: RequestKind = RequestKind.POLL,
     ) -> LogsPage:
         self.requests.append((limit, offset))
         page = tuple(self.executions[offset : offset + limit])
@@ -265,7 +300,7 @@ async def test_listings_that_outgrow_the_budget_stretch_the_interval_and_shrink_
         lister,
         state,
         metrics=metrics,
-        budget=RequestBudget(90),  # 0.1 request a second
+        budget=90,  # 0.1 request a second
         logs_for_changes=False,
     )
     p.apply({}, [ProjectSelector("big", FunctionSettings(0.99))])
@@ -308,11 +343,11 @@ async def test_a_hanging_older_page_ends_the_paging_not_the_poll() -> None:
     served = log.function_logs
 
     async def hang_after_the_first_page(
-        project: str, function: str, *, limit: int = 1, offset: int = 0
+        project: str, function: str, *, limit: int = 1, offset: int = 0, kind: RequestKind = POLL
     ) -> LogsPage:
         if offset:
             await asyncio.Event().wait()
-        return await served(project, function, limit=limit, offset=offset)
+        return await served(project, function, limit=limit, offset=offset, kind=kind)
 
     log.function_logs = hang_after_the_first_page  # type: ignore[method-assign]
     await p.poll_once(KEYS[0])

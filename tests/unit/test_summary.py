@@ -1,32 +1,33 @@
-from exporter.budget import effective_interval
+"""`--config.check`'s summary: what is polled, and the request planner's projection of it."""
+
 from exporter.config import parse_config
-from exporter.summary import config_summary, requests_per_15m
+from exporter.summary import config_summary
 from exporter.targets import Shard, TargetKey
 
 
-def test_request_projection() -> None:
-    assert requests_per_15m(10, 60) == 150
-    assert requests_per_15m(1, 1) == 900
-
-
-def test_interval_stretches_only_beyond_the_budget() -> None:
-    assert effective_interval(60, 100, 1600) == 60
-    assert effective_interval(60, 1600, 1600) == 900  # 1600 requests a round: one per 15 min
-    assert effective_interval(60, 200, 1600) == 112.5
+def summary(text: str, shard: Shard | None = None) -> str:
+    return config_summary(parse_config(text, "x.yml", {"MUDBASE_TOKEN": "t0k3n"}), shard)
 
 
 def test_summary_shows_the_stretched_interval() -> None:
     functions = ", ".join(f"f{i}" for i in range(200))
-    loaded = parse_config(
-        f"targets: [{{project: p, functions: [{functions}]}}]",
-        "big.yml",
-        {"MUDBASE_TOKEN": "t0k3n"},
-    )
-    text = config_summary(loaded)
-    assert "200 function(s) in 1 project(s)" in text
-    assert "3000 per 15 minutes at this interval; request budget 1600 per 15 minutes" in text
+    text = summary(f"targets: [{{project: p, functions: [{functions}]}}]")
+    assert "200 listed function(s) in 1 project(s):" in text
+    assert "    p: f0, f1, f2, f3, f4, f5, f6, f7, f8, f9 and 190 more" in text
+    # 200 requests a round at 1600 per 15 minutes need 112.5 s
+    assert "requests per 15 minutes at a 1m52s interval: 1600 required, up to 0 optional" in text
+    assert "listed functions' polls: 1600 (200 function(s) every interval)" in text
     assert "the budget stretches the interval to 1m52s" in text
     assert "t0k3n" not in text
+
+
+def test_pages_per_poll_count_in_the_projection() -> None:
+    text = summary("execution_pages: 3\ntargets: [{project: p, functions: [a, b]}]")
+    assert "listed functions' polls: 90 (2 function(s) x 3 pages every interval)" in text
+    text = summary(
+        "execution_pages: 3\nexecution_metrics: false\ntargets: [{project: p, functions: [a]}]"
+    )
+    assert "listed functions' polls: 15 (1 function(s) every interval)" in text
 
 
 def test_shards_split_the_functions_and_the_budget() -> None:
@@ -37,25 +38,28 @@ def test_shards_split_the_functions_and_the_budget() -> None:
     assert all(900 < size < 1100 for size in sizes)  # evenly enough
     assert Shard(1, 3).owns(keys[0]) == Shard(1, 3).owns(TargetKey("p0", "f0"))  # stable
     functions = ", ".join(f"f{i}" for i in range(30))
-    loaded = parse_config(
-        f"targets: [{{project: p, functions: [{functions}]}}]", "x.yml", {"MUDBASE_TOKEN": "t"}
-    )
-    text = config_summary(loaded, Shard(0, 2))
-    assert "request budget 800 per 15 minutes" in text
+    text = summary(f"targets: [{{project: p, functions: [{functions}]}}]", Shard(0, 2))
+    assert "request budget 800 (Mudbase allows 2000 per client IP)" in text
     assert ", shard 0 of 2:" in text
 
 
 def test_summary_projects_what_discovery_costs() -> None:
-    loaded = parse_config(
-        "targets: [{project: p, functions: all}, {project: q, functions: [f1, f2]}]",
-        "disc.yml",
-        {"MUDBASE_TOKEN": "t"},
+    text = summary("targets: [{project: p, functions: all}, {project: q, functions: [f1, f2]}]")
+    assert "2 listed function(s) in 1 project(s); 1 project(s) whose functions are discovered" in (
+        text
     )
-    text = config_summary(loaded)
-    # two listed functions and one list request per interval: 3 x 15 per 15 minutes, at least
-    assert "at least 45 per 15 minutes at this interval" in text
+    # two listed functions and one list page per interval: 3 x 15 per 15 minutes, at least
+    assert "at least 45 required, up to 1235 optional" in text
+    assert "list pages: at least 15 (one per 100 functions" in text
     # 1600 per 15 minutes is 106 requests a round at 60 s; 2 go to the listed functions
     assert "fit up to about 10400 discovered functions (8500 in one project" in text
+
+
+def test_a_discovery_only_config_lists_no_listed_functions() -> None:
+    text = summary("mudbase: {retries: 1}\ntargets: [{project: a, functions: all}]")
+    assert "  1 project(s) whose functions are discovered:" in text
+    assert "function(s) in 0 project(s)" not in text
+    assert "timeout 10s, 1 retry" in text
 
 
 def test_a_discovered_project_belongs_whole_to_one_shard() -> None:
@@ -63,12 +67,8 @@ def test_a_discovered_project_belongs_whole_to_one_shard() -> None:
     owners = [[s for s in range(3) if Shard(s, 3).owns_project(p)] for p in projects]
     assert all(len(o) == 1 for o in owners)
     assert {o[0] for o in owners} == {0, 1, 2}
-    loaded = parse_config(
-        "targets: [" + ", ".join(f"{{project: {p}, functions: all}}" for p in projects[:6]) + "]",
-        "x.yml",
-        {"MUDBASE_TOKEN": "t"},
-    )
-    texts = [config_summary(loaded, Shard(s, 3)) for s in range(3)]
+    config = "targets: [" + ", ".join(f"{{project: {p}, functions: all}}" for p in projects[:6])
+    texts = [summary(config + "]", Shard(s, 3)) for s in range(3)]
     for project in projects[:6]:
         listed_by = [s for s in range(3) if f"    {project}: all functions" in texts[s]]
         assert listed_by == [owners[projects.index(project)][0]]

@@ -1,0 +1,234 @@
+"""The request planner: the plan of a round, priorities, the bucket, pauses and the logs share.
+
+Every test here runs on looptime's fake event-loop clock: waits of seconds or minutes take no
+real time, and loop times are exact.
+"""
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.errors import PollError, Reason
+from exporter.planner import (
+    MAX_UNHINTED_PAUSE,
+    POLL_DEADLINE,
+    UNHINTED_PAUSE,
+    Demand,
+    ProjectSize,
+    RequestKind,
+    RequestPlanner,
+    RequestSkipped,
+    make_plan,
+    projected_plan,
+)
+from exporter.selfmetrics import ExporterMetrics
+
+LIST, POLL, LOGS = RequestKind.LIST, RequestKind.POLL, RequestKind.LOGS
+
+
+def planner(budget: float = 1800, interval: float = 60, concurrency: int = 100) -> RequestPlanner:
+    return RequestPlanner(budget, interval, concurrency, ExporterMetrics(CollectorRegistry()))
+
+
+def skipped(p: RequestPlanner, kind: RequestKind) -> float:
+    value = p._metrics.requests_skipped.labels(kind.value)._value.get()
+    assert isinstance(value, float)
+    return value
+
+
+async def hold(p: RequestPlanner, kind: RequestKind, order: list[str], seconds: float = 0) -> None:
+    """One request: wait for its turn, note it, keep its slot for `seconds`."""
+    async with p.turn(kind):
+        order.append(kind.value)
+        await asyncio.sleep(seconds)
+
+
+def test_the_interval_stretches_only_beyond_the_budget() -> None:
+    assert make_plan(Demand(listed=100), 60, 1600).interval == 60
+    assert make_plan(Demand(listed=200), 60, 1600).interval == 112.5  # 200 x 900 / 1600
+    assert make_plan(Demand(listed=100, pages_per_poll=3), 60, 1600).interval == 168.75
+    # a 100-page listing must end within 80% of the interval at 1600 per 15 min (1.78 a second)
+    big = Demand(projects={"big": ProjectSize(pages=100, functions=10_000)})
+    assert make_plan(big, 60, 1600).interval == pytest.approx(100 * 900 / 1600 / 0.8)
+
+
+def test_optional_logs_requests_get_what_the_required_ones_leave_less_a_fifth() -> None:
+    mixed = Demand(listed=100, projects={"p": ProjectSize(pages=3, functions=300)})
+    plan = make_plan(mixed, 60, 1600)
+    assert plan.round_budget == pytest.approx(106.67, abs=0.01)
+    assert plan.logs_requests == 0  # 103 required of 106.7: nothing is optional
+    roomy = make_plan(Demand(listed=10, projects={"p": ProjectSize(3, 300)}), 60, 1600)
+    assert roomy.logs_requests == pytest.approx(106.67 * 0.8 - 13, abs=0.01)
+    assert roomy.per_15m() == {LIST: 45, POLL: 150, LOGS: pytest.approx(roomy.logs_requests * 15)}
+
+
+def test_a_round_is_spread_over_the_time_the_budget_needs_for_it() -> None:
+    assert make_plan(Demand(listed=5), 60, 1600).spread == 10  # little to pay: ten seconds
+    assert make_plan(Demand(listed=5), 4, 1600).spread == 4  # never longer than the interval
+    assert make_plan(Demand(listed=80), 60, 1600).spread == 45  # 80 requests at 1.78 a second
+    assert make_plan(Demand(listed=500), 60, 1600).spread == 281.25  # stretched: all of it
+
+
+def test_the_projection_counts_a_page_per_discovered_project_until_listed() -> None:
+    plan = projected_plan(4, ["a", "b"], 60, 1600, pages_per_poll=2)
+    assert plan.demand.required == 4 * 2 + 2
+    assert plan.discovery_capacity() == (9800, 8500)  # 106 a round, 8 for the polls; 80% of it
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_list_pages_go_first_then_polls_then_optional_logs_requests() -> None:
+    p = planner(budget=90)  # 0.1 a second: a bucket of two
+    order: list[str] = []
+    await hold(p, POLL, order)
+    await hold(p, POLL, order)  # the bucket is empty now
+    tasks = [asyncio.create_task(hold(p, kind, order)) for kind in (LOGS, POLL, LIST)]
+    await asyncio.gather(*tasks)
+    assert order == ["poll", "poll", "list", "poll", "logs"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_an_optional_request_leaves_half_the_bucket_to_required_ones() -> None:
+    p = planner(budget=1800)  # 2 a second: a bucket of 20
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    for _ in range(10):
+        await hold(p, POLL, order)  # half the bucket spent at once
+    started = loop.time()
+    await hold(p, LOGS, order)  # waits for one more token above the reserve: half a second
+    assert loop.time() - started == pytest.approx(0.5)
+    started = loop.time()
+    await hold(p, POLL, order)  # a required request still finds the reserve
+    assert loop.time() == started
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_an_optional_request_is_dropped_rather_than_sent_past_its_deadline() -> None:
+    p = planner(budget=90)
+    for _ in range(2):
+        await hold(p, POLL, [])
+    POLL_DEADLINE.set(asyncio.get_running_loop().time() + 5)  # the next token comes at 10 s
+    with pytest.raises(RequestSkipped):
+        await hold(p, LOGS, [])
+    assert skipped(p, LOGS) == 1
+    order: list[str] = []
+    POLL_DEADLINE.set(None)
+    await hold(p, POLL, order)  # the dropped one took nothing
+    assert order == ["poll"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_at_most_concurrency_requests_are_in_flight() -> None:
+    p = planner(budget=100_000, concurrency=3)
+    in_flight, most = 0, 0
+
+    async def one() -> None:
+        nonlocal in_flight, most
+        async with p.turn(POLL):
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(1)
+            in_flight -= 1
+
+    await asyncio.gather(*(one() for _ in range(10)))
+    assert most == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_pause_holds_waiting_requests_and_refuses_those_it_outlasts() -> None:
+    p = planner(budget=90)
+    loop = asyncio.get_running_loop()
+    for _ in range(2):
+        await hold(p, POLL, [])
+    order: list[str] = []
+    waiting = asyncio.create_task(hold(p, POLL, order))  # its token comes at 10 s
+    POLL_DEADLINE.set(loop.time() + 20)
+    refused = asyncio.create_task(hold(p, LIST, order))
+    await asyncio.sleep(1)
+    p.rate_limited(30.0)  # Retry-After: 30
+    with pytest.raises(PollError) as error:
+        await refused  # its poll ends at 20 s, before the pause: refused now, not timed out
+    assert error.value.reason is Reason.RATE_LIMITED
+    assert loop.time() == 1
+    p.rate_limited(5.0)  # a shorter pause never shortens a longer one
+    await waiting
+    assert order == ["poll"]
+    assert loop.time() == 31  # held by the pause although its token came at 10 s
+    assert p._metrics.rate_limit_paused._value.get() == 30
+    assert skipped(p, LIST) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_429s_without_retry_after_escalate_per_episode_and_reset_after_an_answer() -> None:
+    p = planner()
+    for _ in range(5):  # five requests in flight got a 429: one episode
+        p.rate_limited(None)
+    assert p.paused_for() == UNHINTED_PAUSE
+    async with p.turn(POLL) as sent_at:  # let go when the pause ended, so sent after it
+        assert sent_at == UNHINTED_PAUSE
+    p.rate_limited(None)  # a 429 again: the next episode doubles
+    assert p.paused_for() == 2 * UNHINTED_PAUSE
+    p.answered(sent_at)  # an answer to a request sent before this pause: no reset
+    await asyncio.sleep(p.paused_for())
+    p.rate_limited(None)
+    assert p.paused_for() == 4 * UNHINTED_PAUSE
+    await asyncio.sleep(p.paused_for())
+    async with p.turn(POLL) as sent_at:
+        p.answered(sent_at)  # sent after the pause and answered: back to the base pause
+    p.rate_limited(None)
+    assert p.paused_for() == UNHINTED_PAUSE
+    for _ in range(10):
+        await asyncio.sleep(p.paused_for())
+        p.rate_limited(None)
+    assert p.paused_for() == MAX_UNHINTED_PAUSE
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_new_configuration_keeps_the_pause_and_the_bucket_level() -> None:
+    p = planner(budget=1800)
+    for _ in range(20):
+        await hold(p, POLL, [])  # the bucket of 20 is empty
+    p.rate_limited(30.0)
+    p.configure(budget=3600, interval=30, concurrency=8, pages_per_poll=1)
+    assert p.paused_for() == 30
+    await asyncio.sleep(30)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(40):
+        await hold(p, POLL, [])  # 30 s of refill at the new 4 a second: 40, the new bucket
+    assert loop.time() == started
+
+
+def test_discovered_projects_share_the_optional_requests_by_their_size() -> None:
+    p = planner(budget=1600, interval=60)
+    p.set_targets(0, ["small", "big"])
+    p.project_listed("small", pages=1, functions=50)
+    p.project_listed("big", pages=50, functions=5000)
+    logs = p.plan.logs_requests  # 106.7 x 0.8 - 51 = 34.3 a round
+    assert logs == pytest.approx(34.33, abs=0.01)
+    assert p.logs_allowance("big", [1] * 100) == 33  # 5000 / 5050 of it
+    assert p.logs_allowance("small", [1] * 100) == 0  # 0.34 a round...
+    assert p.logs_allowance("small", [1] * 100) == 0
+    assert p.logs_allowance("small", [1] * 100) == 1  # ... carried over to a whole request
+    assert p.logs_allowance("big", [3, 3]) == 2  # several pages cost as many requests
+    assert skipped(p, LOGS) == 67 + 100 + 100 + 99
+
+
+def test_a_listing_that_shows_a_bigger_project_replans_at_once() -> None:
+    p = planner(budget=90, interval=60)  # 0.1 request a second
+    p.set_targets(0, ["big"])
+    assert p.interval == 60
+    p.project_listed("big", pages=10)  # 10 pages take 100 s: within 80% only at 125 s
+    assert p.interval == 125
+    assert p._metrics.poll_interval._value.get() == 125
+    p.project_listed("big", pages=3)
+    assert p.interval == 60
+    p.set_targets(0, [])
+    assert p.plan.demand.required == 0
