@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +121,19 @@ class SimulatorProcess:
         result: dict[str, Any] = http_json("GET", f"{self.url}/_sim/state")
         return result
 
+    def requests(self) -> dict[str, int]:
+        """Requests received since the last reset, by endpoint (list, logs, login, refresh)."""
+        counts: dict[str, int] = self.state()["requests"]
+        return counts
+
+    def refused(self) -> int:
+        """Requests refused with a 429 by the per-IP limit since the last reset."""
+        return int(self.state()["rate_limit"]["refused"])
+
+    def reset_requests(self) -> None:
+        """Count afresh: request counts, the per-IP limit's windows and its refusals."""
+        http_json("POST", f"{self.url}/_sim/requests/reset", {})
+
     def stats(self, project: str, function: str) -> dict[str, Any]:
         for entry in self.state()["functions"]:
             if entry["project"] == project and entry["id"] == function:
@@ -130,9 +143,22 @@ class SimulatorProcess:
 
 
 @contextmanager
-def run_simulator() -> Iterator[SimulatorProcess]:
+def run_simulator(
+    functions: Sequence[dict[str, Any]] = (),
+    rate_limit: tuple[int, str] | None = None,
+    users: dict[str, str] | None = None,
+) -> Iterator[SimulatorProcess]:
+    """A simulator process serving `functions` (and `users`, for login mode); Mudbase's per-IP
+    limit unless `rate_limit` (requests, window) says otherwise."""
+    body: dict[str, Any] = {
+        "tokens": [SIM_TOKEN],
+        "functions": list(functions),
+        "users": users or {},
+    }
+    if rate_limit is not None:
+        body["rate_limit"] = {"requests": rate_limit[0], "window": rate_limit[1]}
     scenario = Path(tempfile.mkdtemp()) / "scenario.yaml"
-    scenario.write_text(f"tokens: [{SIM_TOKEN}]\nfunctions: []\n")
+    scenario.write_text(json.dumps(body))  # JSON is YAML
     process = subprocess.Popen(
         [
             sys.executable,

@@ -2,6 +2,7 @@
 
 A scenario file:
     tokens: [sim-token]
+    users: {ops@example.com: a-password}         # optional: accounts for login mode
     rate_limit: {requests: 2000, window: 15m}   # optional; Mudbase's per-IP limit by default
     functions:
       - {project: demo_shop, id: checkout, dialect: docs, rate_per_minute: 120,
@@ -104,6 +105,7 @@ def load_scenario(path: Path, seed: int | None = None) -> Simulator:
         int(limit.get("requests", MUDBASE_API_LIMIT)), parse_duration(limit.get("window", "15m"))
     )
     sim = Simulator(set(data.get("tokens", [])), seed=seed, api_limit=api_limit)
+    sim.auth.users = dict(data.get("users") or {})
     for spec in data.get("functions", []):
         sim.add(SimFunction(**spec))
     return sim
