@@ -36,9 +36,16 @@ def rss_mb() -> float:
 
 
 def start_simulator(
-    token: str, functions: list[dict[str, Any]], *, seed: int = 1, latency: str = "0"
+    token: str,
+    functions: list[dict[str, Any]],
+    *,
+    seed: int = 1,
+    latency: str = "0",
+    rate_limit: int | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
-    """A simulator process serving these functions; the process and its base URL."""
+    """A simulator process serving these functions; the process and its base URL. It enforces
+    Mudbase's per-IP limit (2000 per 15 minutes) unless `rate_limit` says otherwise (0: none,
+    for benchmarks that lift the exporter's budget to measure something else)."""
     scenario = Path(f"/tmp/bench-scenario-{os.getpid()}.json")
     scenario.write_text(json.dumps({"tokens": [token], "functions": functions}))
     process = subprocess.Popen(
@@ -54,6 +61,7 @@ def start_simulator(
             str(seed),
             "--latency",
             latency,
+            *([] if rate_limit is None else ["--rate-limit", str(rate_limit)]),
         ],
         stdout=subprocess.PIPE,
         text=True,

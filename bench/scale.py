@@ -1,6 +1,7 @@
 """Scale benchmarks for the request budget, /metrics at 10,000 functions, CPU and throughput.
 
     .venv/bin/python bench/scale.py freshness --functions 5000 --minutes 3
+    .venv/bin/python bench/scale.py mixed --listed 1000 --discovered 4000 --minutes 10
     .venv/bin/python bench/scale.py scrape --functions 10000
     .venv/bin/python bench/scale.py cpu --requests 2000
 
@@ -12,9 +13,14 @@ measured in the same run. Numbers go into the README by hand, never into tests.
 import argparse
 import asyncio
 import json
+import math
+import os
+import re
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -41,7 +47,7 @@ PER_PROJECT = 100
 
 
 def bench_simulator(
-    functions: int, rate_per_minute: float, latency: str
+    functions: int, rate_per_minute: float, latency: str, rate_limit: int | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     specs = [
         {
@@ -53,7 +59,7 @@ def bench_simulator(
         }
         for i in range(functions)
     ]
-    return start_simulator(TOKEN, specs, seed=3, latency=latency)
+    return start_simulator(TOKEN, specs, seed=3, latency=latency, rate_limit=rate_limit)
 
 
 def project_config(url: str, functions: int, interval: str, extra: str = "") -> str:
@@ -177,7 +183,7 @@ class _FixedBody:
 
 
 async def scrape(args: argparse.Namespace) -> dict[str, Any]:
-    simulator, url = bench_simulator(args.functions, 1, "0")
+    simulator, url = bench_simulator(args.functions, 1, "0", rate_limit=0)  # budget lifted
     try:
         loaded = parse_config(
             project_config(url, args.functions, "30s", ", request_budget: 1000000"), "(bench)", {}
@@ -238,7 +244,7 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cpu(args: argparse.Namespace) -> dict[str, Any]:
-    simulator, url = bench_simulator(100, 6, "0")
+    simulator, url = bench_simulator(100, 6, "0", rate_limit=0)  # budget lifted
     try:
         post(f"{url}/_sim/functions", {"project": "p000", "id": "f00001", "rate_per_minute": 6000})
         await asyncio.sleep(3)  # 300 executions: a full page of 100 for every call below
@@ -317,6 +323,137 @@ async def _throughput(url: str, concurrency: int) -> dict[str, Any]:
     return {"polls_per_second": round(statistics.median(rates)), "concurrency": concurrency}
 
 
+LAST_SUCCESS = re.compile(r"^mudbase_function_last_success_timestamp_seconds\{.*\} (\S+)$", re.M)
+OBSERVED = re.compile(r"^mudbase_function_observed_executions_total\{.*\} (\S+)$", re.M)
+UNOBSERVED = re.compile(r"^mudbase_function_unobserved_executions_total\{.*\} (\S+)$", re.M)
+
+
+def mixed_simulator(listed: int, discovered: int) -> tuple[subprocess.Popen[str], str]:
+    """`listed` functions in projects l000..., `discovered` in projects d000..., 100 a project,
+    every one running steadily; Mudbase's real per-IP limit; 50 to 100 ms per answer."""
+    specs = [
+        {
+            "project": f"{prefix}{i // PER_PROJECT:03d}",
+            "id": f"f{i:05d}",
+            "initial_executions": 50,
+            "rate_per_minute": 0.5,
+            "dialect": "openapi" if i % 2 else "docs",
+        }
+        for prefix, count in (("l", listed), ("d", discovered))
+        for i in range(count)
+    ]
+    return start_simulator(TOKEN, specs, seed=5, latency="0.05:0.1")
+
+
+def mixed_config(url: str, listed: int, discovered: int) -> str:
+    """Listed functions and discovered projects, everything else at its default."""
+    lines = [f"mudbase: {{url: '{url}', token: {TOKEN}}}", "targets:"]
+    for first in range(0, listed, PER_PROJECT):
+        ids = ", ".join(f"f{i:05d}" for i in range(first, min(first + PER_PROJECT, listed)))
+        lines.append(f"  - {{project: l{first // PER_PROJECT:03d}, functions: [{ids}]}}")
+    for project in range(math.ceil(discovered / PER_PROJECT)):
+        lines.append(f"  - {{project: d{project:03d}, functions: all}}")
+    return "\n".join(lines) + "\n"
+
+
+def start_exporter(source: Path, config: Path, port: int) -> subprocess.Popen[str]:
+    """The exporter of the source tree `source` (this one, or another checkout for a
+    baseline), as its own process."""
+    log = config.with_suffix(".log").open("w")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        cwd=source,
+        env={**os.environ, "PYTHONPATH": str(source)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def metrics_text(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        return str(answer.read().decode())
+
+
+def values(pattern: re.Pattern[str], text: str) -> list[float]:
+    return [float(value) for value in pattern.findall(text)]
+
+
+async def mixed(args: argparse.Namespace) -> dict[str, Any]:
+    return await asyncio.to_thread(measure_mixed, args)
+
+
+def measure_mixed(args: argparse.Namespace) -> dict[str, Any]:
+    """Listed and discovered functions at the defaults behind Mudbase's real limit: requests,
+    oldest data, 429s and logs coverage, measured from the outside (works for any checkout)."""
+    functions = args.listed + args.discovered
+    simulator, url = mixed_simulator(args.listed, args.discovered)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-mixed-"))
+    config = workdir / "config.yaml"
+    config.write_text(mixed_config(url, args.listed, args.discovered))
+    port = free_port()
+    exporter = start_exporter(Path(args.source).resolve(), config, port)
+    started, ages, first_round = time.monotonic(), [], None
+    try:
+        while time.monotonic() - started < args.minutes * 60:
+            time.sleep(10)
+            polled = values(LAST_SUCCESS, metrics_text(port))
+            if first_round is None and len(polled) == functions:
+                first_round = time.monotonic() - started
+            if first_round is not None:  # the oldest data, once every function has some
+                ages.append(time.time() - min(polled))
+        state = get_json(f"{url}/_sim/state")
+        text = metrics_text(port)
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=30)
+        simulator.terminate()
+        simulator.communicate(timeout=10)
+    elapsed = time.monotonic() - started
+    observed, unobserved = sum(values(OBSERVED, text)), sum(values(UNOBSERVED, text))
+    seen = observed + unobserved
+    log = config.with_suffix(".log").read_text()
+    return {
+        "source": args.source,
+        "listed": args.listed,
+        "discovered": args.discovered,
+        "minutes": args.minutes,
+        "first_round_s": None if first_round is None else round(first_round),
+        "poll_interval_s": _gauge(text, "mudbase_exporter_poll_interval_seconds"),
+        "oldest_data_s": {
+            "median": round(statistics.median(ages), 1) if ages else None,
+            "worst": round(max(ages), 1) if ages else None,
+            "samples": len(ages),
+        },
+        "requests_per_15m": {k: round(v * 900 / elapsed) for k, v in state["requests"].items()},
+        "429s_from_the_limit": state["rate_limit"]["refused"],
+        "logs_coverage": {
+            "observed": round(observed),
+            "unobserved": round(unobserved),
+            "ratio": round(observed / seen, 3) if seen else None,
+        },
+        "listing_deadline_missed": log.count("listing exceeded its deadline"),
+    }
+
+
+def _gauge(text: str, name: str) -> float | None:
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -327,12 +464,19 @@ def main() -> None:
     fresh.add_argument("--interval", default="60s")
     scraping = sub.add_parser("scrape")
     scraping.add_argument("--functions", type=int, default=10000)
+    mix = sub.add_parser("mixed")
+    mix.add_argument("--listed", type=int, default=1000)
+    mix.add_argument("--discovered", type=int, default=4000)
+    mix.add_argument("--minutes", type=float, default=10)
+    mix.add_argument(
+        "--source", default=str(ROOT), help="the checkout whose exporter runs (for a baseline)"
+    )
     costs = sub.add_parser("cpu")
     costs.add_argument("--requests", type=int, default=2000)
     costs.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     configure_logging("error", "logfmt")
-    bench = {"freshness": freshness, "scrape": scrape, "cpu": cpu}[args.bench]
+    bench = {"freshness": freshness, "scrape": scrape, "cpu": cpu, "mixed": mixed}[args.bench]
     print(json.dumps(asyncio.run(bench(args)), indent=2))
 
 

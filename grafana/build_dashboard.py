@@ -357,18 +357,78 @@ def exporter_health() -> list[Panel]:
             ),
             series(
                 "Request budget",
-                "Requests sent to Mudbase in the last 15 minutes; Mudbase "
-                "allows 2000 per client IP by default.",
+                "Requests to Mudbase per 15 minutes, summed over the exporters (Mudbase's limit "
+                "is per client IP: 2000 by default): sent in the last 15 minutes, the budget, "
+                "and the request planner's plan by kind (list pages, listed functions' polls, "
+                "optional change-driven logs requests at most).",
                 "short",
-                [("sum by (instance) (mudbase_exporter_requests_per_15m)", "{{instance}}")],
+                [
+                    ("sum(mudbase_exporter_requests_per_15m)", "sent"),
+                    ("sum(mudbase_exporter_request_budget_per_15m)", "budget"),
+                    (
+                        "sum by (kind) (mudbase_exporter_planned_requests_per_15m)",
+                        "planned {{kind}}",
+                    ),
+                ],
                 width=12,
+            ),
+            series(
+                "Wait for a turn (p95)",
+                "How long requests wait in the request planner before they are sent (budget, "
+                "priority, concurrency, 429 pauses), by kind. List pages go first.",
+                "s",
+                [
+                    (
+                        "histogram_quantile(0.95, sum by (kind, le) (rate("
+                        "mudbase_exporter_request_wait_seconds_bucket[$__rate_interval])))",
+                        "{{kind}}",
+                    )
+                ],
+                width=12,
+            ),
+            series(
+                "Paused by 429s",
+                "Share of the time every request to Mudbase was paused because Mudbase "
+                "answered 429 (its limit is per client IP).",
+                "percentunit",
+                [
+                    (
+                        "max by (instance) (rate(mudbase_exporter_rate_limit_paused_seconds_total"
+                        "[$__rate_interval]))",
+                        "{{instance}}",
+                    )
+                ],
+                width=6,
+            ),
+            series(
+                "Requests skipped for lack of budget",
+                "Requests per second not sent, by kind: optional logs requests beyond the "
+                "round's share (the execution metrics' coverage drops first), list and poll "
+                "requests refused because a 429 pause outlasted their poll.",
+                "reqps",
+                [
+                    (
+                        "sum by (kind) (rate(mudbase_exporter_requests_skipped_total"
+                        "[$__rate_interval]))",
+                        "{{kind}}",
+                    )
+                ],
+                width=6,
             ),
             series(
                 "Configured functions",
                 "Functions each exporter polls.",
                 "short",
                 [("sum by (instance) (mudbase_exporter_targets)", "{{instance}}")],
-                width=12,
+                width=6,
+            ),
+            series(
+                "Poll interval",
+                "Effective interval of each exporter: the configured one, or longer when the "
+                "request planner stretched it to fit a round's required requests in the budget.",
+                "s",
+                [("max by (instance) (mudbase_exporter_poll_interval_seconds)", "{{instance}}")],
+                width=6,
             ),
         ],
     )
