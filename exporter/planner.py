@@ -20,7 +20,8 @@ budget is decided here, and nowhere else:
   bucket below half full, so it never delays a required one, and it is dropped rather than sent
   past its deadline. At most `concurrency` requests are in flight.
 - **429s.** A Retry-After pauses every request, those already waiting included (the limit is
-  per IP). A 429 without one pauses every request for 2 s, doubling with each further episode
+  per IP); after it one request goes at once and the others at the budget's pace, not in a
+  burst. A 429 without one pauses every request for 2 s, doubling with each further episode
   (at most 60 s), until a request sent after the pause is answered.
 - **Projection.** `--config.check` prints a plan made by the same function from the config.
 
@@ -259,11 +260,12 @@ class _PriorityBucket:
         self._dispatch()
 
     def _refill(self, now: float) -> float:
+        """The bucket's level now: full at first use; it does not fill during a pause."""
         if self._level is None:
             self._level = self._capacity
-        else:
+        elif now > self._updated:
             self._level = min(self._capacity, self._level + (now - self._updated) * self._rate)
-        self._updated = now
+        self._updated = max(self._updated, now)
         return self._level
 
     def _dispatch(self) -> None:
@@ -299,7 +301,7 @@ class _PriorityBucket:
 
     def pause(self, seconds: float) -> None:
         """No request from anyone for `seconds`; waiters whose deadline comes first are
-        refused now rather than left to time out."""
+        refused now rather than left to time out. The bucket does not fill meanwhile."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         until = now + seconds
@@ -307,6 +309,10 @@ class _PriorityBucket:
             return
         self._metrics.rate_limit_paused.inc(until - max(now, self.paused_until))
         self.paused_until = until
+        # when the pause ends one request may go at once; the others follow at the budget's
+        # pace, not in a burst of a full bucket
+        self._refill(now)
+        self._level, self._updated = 1.0, until
         log.info("rate limited by Mudbase: pausing every request", seconds=round(seconds, 1))
         for waiter in self._queue:
             ends_first = waiter.deadline is not None and waiter.deadline < until

@@ -150,7 +150,7 @@ async def test_a_pause_holds_waiting_requests_and_refuses_those_it_outlasts() ->
     POLL_DEADLINE.set(loop.time() + 20)
     refused = asyncio.create_task(hold(p, LIST, order))
     await asyncio.sleep(1)
-    p.rate_limited(30.0)  # Retry-After: 30
+    p.rate_limited(30.0)  # Retry-After: 30; the bucket stops filling
     with pytest.raises(PollError) as error:
         await refused  # its poll ends at 20 s, before the pause: refused now, not timed out
     assert error.value.reason is Reason.RATE_LIMITED
@@ -196,14 +196,16 @@ async def test_a_new_configuration_keeps_the_pause_and_the_bucket_level() -> Non
     for _ in range(20):
         await hold(p, POLL, [])  # the bucket of 20 is empty
     p.rate_limited(30.0)
-    p.configure(budget=3600, interval=30, concurrency=8, pages_per_poll=1)
+    p.configure(budget=3600, interval=30, concurrency=8, pages_per_poll=1)  # 4 a second
     assert p.paused_for() == 30
-    await asyncio.sleep(30)
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    for _ in range(40):
-        await hold(p, POLL, [])  # 30 s of refill at the new 4 a second: 40, the new bucket
-    assert loop.time() == started
+    sent: list[float] = []
+    for _ in range(9):
+        async with p.turn(POLL) as sent_at:
+            sent.append(sent_at)
+    # the pause held; then one request at once and the others at the new pace, no burst
+    assert sent == pytest.approx([30 + i / 4 for i in range(9)])
+    assert loop.time() == pytest.approx(32)
 
 
 def test_discovered_projects_share_the_optional_requests_by_their_size() -> None:
