@@ -32,9 +32,11 @@ def login_config(
 ) -> Path:
     (tmp_path / "password").write_text(password + "\n")
     config = tmp_path / "config.yaml"
+    # a budget that keeps the interval at 1 s for 20 functions: these tests are about the
+    # session; the simulator still enforces Mudbase's limit, which they stay far below
     config.write_text(
         f"mudbase: {{url: '{simulator.url}', email: {EMAIL}, "
-        f"password_file: {tmp_path / 'password'}, timeout: 500ms}}\n"
+        f"password_file: {tmp_path / 'password'}, timeout: 500ms, request_budget: 36000}}\n"
         "interval: 1s\n"
         f"targets: [{{project: auth, functions: [{', '.join(functions)}]}}]\n"
     )
