@@ -139,10 +139,10 @@ class Poller:
         selector = self._selectors.get(project)
         if selector is None:
             return
-        started = time.monotonic()
+        started, begun = time.monotonic(), asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(self._start_deadline()):
-                summaries = await self._list(project)
+            async with asyncio.timeout(self._start_deadline()) as deadline:
+                summaries = await self._list(project, deadline, begun)
             self._publish(selector, summaries)
         except PollError as err:
             self._project_failed(project, err.reason, err.detail)
@@ -154,17 +154,27 @@ class Poller:
         finally:
             self._metrics.poll_duration.observe(time.monotonic() - started)
 
-    async def _list(self, project: str) -> list[FunctionSummary]:
+    async def _list(
+        self, project: str, deadline: asyncio.Timeout, begun: float
+    ) -> list[FunctionSummary]:
         summaries: list[FunctionSummary] = []
         page, pages = 1, 1
         while page <= pages:
             answer = await self._client.function_page(project, page)
             summaries += answer.functions
             pages = min(answer.total_pages, MAX_LIST_PAGES)
-            if page == 1:  # the listing's size is known now: the planner replans at once
-                self._planner.project_listed(project, pages)
+            if page == 1:  # the listing's size is known now: the planner replans at once,
+                self._planner.project_listed(project, pages)  # and a stretch stretches this
+                self._extend_deadline(deadline, begun)
             page += 1
         return summaries
+
+    def _extend_deadline(self, deadline: asyncio.Timeout, begun: float) -> None:
+        """A listing found bigger than planned gets the deadline of the stretched interval."""
+        current, extended = deadline.when(), begun + self._planner.poll_deadline
+        if current is not None and extended > current:
+            deadline.reschedule(extended)
+            POLL_DEADLINE.set(extended)
 
     def _publish(self, selector: ProjectSelector, summaries: list[FunctionSummary]) -> None:
         project = selector.project

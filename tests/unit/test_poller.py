@@ -277,42 +277,58 @@ async def test_without_execution_metrics_one_execution_is_asked_for_and_none_kep
 
 
 class Lister:
-    """A project of `functions` functions, listed 100 a page."""
+    """A project of `functions` functions, listed 100 a page, each page asking the planner
+    for its turn as the real client does."""
 
     def __init__(self, functions: int) -> None:
         self.functions = functions
         self.fail_from_page = math.inf
+        self.planner: RequestPlanner | None = None
 
     async def function_page(self, project: str, page: int) -> FunctionPage:
-        if page >= self.fail_from_page:
-            raise PollError(Reason.SERVER_ERROR, "HTTP 503")
-        first = (page - 1) * 100
-        ids = range(first, min(first + 100, self.functions))
-        summaries = [FunctionSummary(f"f{i}", f"f{i}", True, "http", FunctionStats()) for i in ids]
-        return FunctionPage(summaries, math.ceil(self.functions / 100))
+        assert self.planner is not None
+        async with self.planner.turn(RequestKind.LIST):
+            if page >= self.fail_from_page:
+                raise PollError(Reason.SERVER_ERROR, "HTTP 503")
+            first = (page - 1) * 100
+            ids = range(first, min(first + 100, self.functions))
+            summaries = [
+                FunctionSummary(f"f{i}", f"f{i}", True, "http", FunctionStats()) for i in ids
+            ]
+            return FunctionPage(summaries, math.ceil(self.functions / 100))
 
 
 @pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_listing_found_bigger_than_planned_gets_the_stretched_deadline() -> None:
+    lister, state = Lister(1000), StateStore()
+    # 0.1 request a second, two at once: the 10 pages take 80 s, past the 48 s deadline of the
+    # planned 60 s interval, but within that of the 125 s the first page's size stretches to
+    p = poller(lister, state, budget=90, logs_for_changes=False)
+    p.apply({}, [ProjectSelector("big", FunctionSettings(0.99))])  # its first listing at once
+    await asyncio.sleep(90)
+    assert p._planner.interval == 125
+    assert len(state.snapshot()) == 1000
+    assert all(target.up for target in state.snapshot().values())
+    await p.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
 async def test_listings_that_outgrow_the_budget_stretch_the_interval_and_shrink_back() -> None:
     lister, state = Lister(1000), StateStore()
     metrics = ExporterMetrics(CollectorRegistry())
-    p = poller(
-        lister,
-        state,
-        metrics=metrics,
-        budget=90,  # 0.1 request a second
-        logs_for_changes=False,
-    )
-    p.apply({}, [ProjectSelector("big", FunctionSettings(0.99))])
-    await p.poll_project("big")
+    p = poller(lister, state, metrics=metrics, budget=90, logs_for_changes=False)
+    p.apply({}, [ProjectSelector("big", FunctionSettings(0.99))])  # listed at 0 s
+    await asyncio.sleep(90)
     # 10 pages at 0.1 a second take 100 s: within 80% of the interval only at 125 s
-    assert metrics.poll_interval._value.get() == pytest.approx(125)
+    assert metrics.poll_interval._value.get() == 125
     lister.functions = 300
-    await p.poll_project("big")
-    assert metrics.poll_interval._value.get() == pytest.approx(60)
+    await asyncio.sleep(60)  # listed again at 125 s: three pages fit the configured 60 s
+    assert metrics.poll_interval._value.get() == 60
     lister.functions, lister.fail_from_page = 1000, 2  # too big to finish: its first page tells
-    await p.poll_project("big")
-    assert metrics.poll_interval._value.get() == pytest.approx(125)
+    await asyncio.sleep(60)  # listed at 185 s
+    assert metrics.poll_interval._value.get() == 125
     await p.stop()
 
 
