@@ -1,8 +1,9 @@
 """A real image from the real Dockerfile, with Debian's docker.io started by hand.
 
-No base image can be pulled here, so `python:3.11-slim-bookworm` is a local stand-in: a Debian
-bookworm debootstrap with Python 3.11, imported under that name, so the Dockerfile builds
-unchanged. The rootfs is cached in /var/cache/mudbase-exporter-ci between runs on one machine.
+No base image can be pulled here, so `python:3.11-slim-bookworm` is a local stand-in (see
+rootfs.py): a Debian bookworm debootstrap with Python 3.11, imported under that name, so the
+Dockerfile builds unchanged. `.ci/run` builds and caches it before pytest; run alone on a cold
+machine, the first test builds it (test_image.py's timeout allows for that).
 Needs root (debootstrap, dockerd), like CI; a missing tool fails, never skips.
 """
 
@@ -18,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.container.rootfs import BuildError, ensure_rootfs, require_tools, unmount_below
 from tests.helpers import ROOT, wait_for
 
 BASE_IMAGE = "python:3.11-slim-bookworm"
 IMAGE = "mudbase-exporter:ci"
-ROOTFS_CACHE = Path("/var/cache/mudbase-exporter-ci/bookworm-python311")
-PACKAGES = "python3,python3-venv,python3-pip,ca-certificates,passwd"
 BASE_ENV = [
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     # this machine reaches PyPI through its own CA bundle; the stand-in trusts the same one
@@ -52,42 +52,13 @@ class Docker:
         return result
 
 
-def _require(*tools: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    assert not missing, f"missing {missing}: apt-get install docker.io debootstrap (see .ci/run)"
-    assert os.geteuid() == 0, "the container tests need root (debootstrap, dockerd), as in CI"
-
-
-def _rootfs() -> Path:
-    if (ROOTFS_CACHE / ".complete").exists():
-        return ROOTFS_CACHE
-    building = Path(tempfile.mkdtemp(prefix="rootfs-", dir="/var/tmp"))
-    subprocess.run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            f"--include={PACKAGES}",
-            "bookworm",
-            str(building),
-            "http://deb.debian.org/debian",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
-    (building / "usr/local/bin/python").symlink_to("/usr/bin/python3")
-    shutil.copy("/etc/ssl/certs/ca-certificates.crt", building / "etc/ssl/certs/")
-    (building / ".complete").touch()
-    ROOTFS_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(ROOTFS_CACHE, ignore_errors=True)
-    building.rename(ROOTFS_CACHE)
-    return ROOTFS_CACHE
-
-
 @pytest.fixture(scope="session")
 def docker() -> Iterator[Docker]:
-    _require("dockerd", "docker", "debootstrap")
-    rootfs = _rootfs()
+    try:
+        require_tools("dockerd", "docker", "debootstrap")
+        rootfs = ensure_rootfs()
+    except BuildError as error:
+        pytest.fail(str(error))
     workdir = Path(tempfile.mkdtemp(prefix="mbx-"))  # short: a unix socket lives here
     socket = str(workdir / "d.sock")
     with (workdir / "dockerd.log").open("w") as log:
@@ -135,14 +106,6 @@ def docker() -> Iterator[Docker]:
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
-        _unmount_below(workdir)
+        unmount_below(workdir)  # dockerd leaves overlay and network-namespace mounts behind
         shutil.rmtree(workdir, ignore_errors=True)
         Path(socket).unlink(missing_ok=True)
-
-
-def _unmount_below(directory: Path) -> None:
-    """dockerd leaves overlay and network-namespace mounts behind: unmount them, deepest first."""
-    with open("/proc/mounts") as mounts:
-        points = [line.split()[1] for line in mounts if line.split()[1].startswith(str(directory))]
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)

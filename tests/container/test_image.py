@@ -2,8 +2,14 @@
 
 import json
 
+import pytest
+
 from tests.container.conftest import IMAGE, Docker
 from tests.helpers import free_port, http_get, wait_for
+
+# the first test also builds the image, and on a cold machine the base rootfs (debootstrap:
+# up to 900 s), which `.ci/run` builds before pytest but a run of this layer alone does not
+pytestmark = pytest.mark.timeout(1500)
 
 
 def test_image_runs_as_non_root_with_a_healthcheck(docker: Docker) -> None:
