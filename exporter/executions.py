@@ -1,7 +1,7 @@
 """Execution-level totals: which executions of a logs answer are new, and what they add up to.
 
-Mudbase lists executions newest first, and offset paging drifts while executions arrive
-(UPSTREAM.md). Per function, a cursor (the newest `executedAt` counted, and the IDs counted at
+Mudbase lists executions newest first, and offset paging drifts while executions arrive.
+Per function, a cursor (the newest `executedAt` counted, and the IDs counted at
 that instant) tells new executions from ones already counted, in constant memory. The totals
 are immutable snapshots kept in the state store beside the stats; the collector turns them into
 counters and a histogram. Nothing here does I/O.

@@ -1,6 +1,6 @@
 """Mudbase's JSON answers, parsed in one place.
 
-Both `stats` dialects are accepted (UPSTREAM.md): the docs page's
+Both `stats` dialects Mudbase documents are accepted: the docs page's
 `successful/failed/successRate/lastRun` and the OpenAPI schema's
 `successfulExecutions/failedExecutions/lastExecution`. Missing or null fields are tolerated;
 a field of the wrong JSON type makes the whole answer a `bad_response`; a number out of its
