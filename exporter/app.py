@@ -69,15 +69,14 @@ def make_credential(
     return StaticToken(credentials.token)
 
 
-def retry_policy(loaded: LoadedConfig, planner: RequestPlanner) -> RetryPolicy:
-    """Retries as configured; the planner's retry window of the effective interval bounds
-    them (the client asks it at each poll)."""
+def retry_policy(loaded: LoadedConfig) -> RetryPolicy:
+    """Retries as configured; no retry is scheduled past the planner's retry window of the
+    effective interval (the client asks the planner at each poll)."""
     config = loaded.config
     return RetryPolicy(
         attempts=config.mudbase.retries + 1,
         initial_backoff=min(0.5, config.interval / 20),
-        max_wait=min(config.mudbase.max_retry_wait, planner.retry_window),
-        deadline=planner.retry_window,
+        max_wait=config.mudbase.max_retry_wait,
     )
 
 
@@ -257,7 +256,7 @@ class Exporter:
             config.mudbase.url,
             credential,
             http,
-            retry=retry_policy(loaded, self.planner),
+            retry=retry_policy(loaded),
             timeout=request_timeout(loaded),
             on_request=self.metrics.observe_request,
             planner=self.planner,
