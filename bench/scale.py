@@ -400,7 +400,7 @@ def measure_mixed(args: argparse.Namespace) -> dict[str, Any]:
     config.write_text(mixed_config(url, args.listed, args.discovered))
     port = free_port()
     exporter = start_exporter(Path(args.source).resolve(), config, port)
-    started, ages, first_round = time.monotonic(), [], None
+    started, ages, first_round, polled = time.monotonic(), [], None, []
     try:
         while time.monotonic() - started < args.minutes * 60:
             time.sleep(10)
@@ -425,6 +425,7 @@ def measure_mixed(args: argparse.Namespace) -> dict[str, Any]:
         "listed": args.listed,
         "discovered": args.discovered,
         "minutes": args.minutes,
+        "functions_with_data_at_the_end": len(polled),
         "first_round_s": None if first_round is None else round(first_round),
         "poll_interval_s": _gauge(text, "mudbase_exporter_poll_interval_seconds"),
         "oldest_data_s": {
