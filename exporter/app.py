@@ -160,7 +160,8 @@ class Exporter:
             loaded.config.interval,
             loaded.config.concurrency,
             self.metrics,
-            _pages_per_poll(loaded),
+            pages_per_poll=loaded.config.pages_per_poll,
+            change_driven_logs=loaded.change_driven_logs,
         )
         self._mark_loaded()
         self.exposition = CachedExposition(
@@ -242,7 +243,8 @@ class Exporter:
             budget=self._budget(loaded),
             interval=config.interval,
             concurrency=config.concurrency,
-            pages_per_poll=_pages_per_poll(loaded),
+            pages_per_poll=config.pages_per_poll,
+            change_driven_logs=loaded.change_driven_logs,
         )
         http = new_http_client(config.concurrency, request_timeout(loaded))
         credential = await self._credential(loaded)
@@ -269,8 +271,7 @@ class Exporter:
             keep_values_for=config.keep_values_for,
             max_age=config.max_age,
             shard=self.shard,
-            # Mudbase documents API keys for the list endpoint only: no logs requests then
-            logs_for_changes=not isinstance(loaded.credentials, ApiKeyCredentials),
+            logs_for_changes=loaded.change_driven_logs,
             execution_metrics=config.execution_metrics,
             execution_pages=config.execution_pages,
         )
@@ -351,12 +352,6 @@ class Exporter:
     def _mark_loaded(self) -> None:
         self.metrics.config_last_reload_successful.set(1)
         self.metrics.config_last_reload_success_time.set(time.time())
-
-
-def _pages_per_poll(loaded: LoadedConfig) -> int:
-    """Logs pages one poll of a listed function may fetch."""
-    config = loaded.config
-    return config.execution_pages if config.execution_metrics else 1
 
 
 def install_signal_handlers(exporter: Exporter) -> None:

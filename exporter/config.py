@@ -183,6 +183,11 @@ class Config(_Strict):
     targets: list[TargetSpec] = Field(min_length=1)
 
     @property
+    def pages_per_poll(self) -> int:
+        """Logs pages one poll of a function may fetch (one without execution metrics)."""
+        return self.execution_pages if self.execution_metrics else 1
+
+    @property
     def keep_values_for(self) -> float:
         """How long a failing function's last values stay published (default 3 intervals)."""
         return self.stale_after if self.stale_after is not None else 3 * self.interval
@@ -275,6 +280,12 @@ class LoadedConfig:
     config: Config
     credentials: Credentials
     source: str
+
+    @property
+    def change_driven_logs(self) -> bool:
+        """Whether discovered functions get logs requests: Mudbase documents API keys for the
+        list endpoint only, so none with an API key."""
+        return not isinstance(self.credentials, ApiKeyCredentials)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:

@@ -93,6 +93,7 @@ class Demand:
     listed: int = 0  # listed functions, polled every interval
     pages_per_poll: int = 1  # logs pages one poll of a listed function may fetch
     projects: Mapping[str, ProjectSize] = field(default_factory=dict)
+    change_driven_logs: bool = True  # False: no logs requests for discovered functions (API key)
 
     @property
     def poll_requests(self) -> int:
@@ -174,6 +175,8 @@ def make_plan(demand: Demand, interval: float, budget: float) -> Plan:
     )
     round_budget = budget * effective / MUDBASE_WINDOW
     logs = max(0.0, round_budget * (1 - LOGS_HEADROOM) - demand.required)
+    if not (demand.projects and demand.change_driven_logs):
+        logs = 0.0  # nothing would send them
     return Plan(interval, effective, budget, demand, logs)
 
 
@@ -354,13 +357,15 @@ class RequestPlanner:
         interval: float,
         concurrency: int,
         metrics: ExporterMetrics,
+        *,
         pages_per_poll: int = 1,
+        change_driven_logs: bool = True,
     ) -> None:
         self._metrics = metrics
         self._bucket = _PriorityBucket(budget, concurrency, metrics)
         self._configured = interval
         self._budget = budget
-        self._demand = Demand(pages_per_poll=pages_per_poll)
+        self._demand = Demand(pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs)
         self._credit: dict[str, float] = {}
         self.plan = make_plan(self._demand, interval, budget)
         self._publish_plan()
@@ -371,12 +376,20 @@ class RequestPlanner:
     # -- the plan -------------------------------------------------------------------------
 
     def configure(
-        self, *, budget: float, interval: float, concurrency: int, pages_per_poll: int
+        self,
+        *,
+        budget: float,
+        interval: float,
+        concurrency: int,
+        pages_per_poll: int,
+        change_driven_logs: bool = True,
     ) -> None:
         """A (re)loaded configuration; the bucket's level and a pause carry over."""
         self._bucket.configure(budget, concurrency)
         self._budget, self._configured = budget, interval
-        self._demand = replace(self._demand, pages_per_poll=pages_per_poll)
+        self._demand = replace(
+            self._demand, pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs
+        )
         self._replan()
 
     def set_targets(self, listed: int, projects: Iterable[str]) -> None:
@@ -500,9 +513,16 @@ def shard_budget(request_budget: float, total_shards: int) -> float:
 
 
 def projected_plan(
-    listed: int, discovered: Iterable[str], interval: float, budget: float, pages_per_poll: int
+    listed: int,
+    discovered: Iterable[str],
+    interval: float,
+    budget: float,
+    *,
+    pages_per_poll: int,
+    change_driven_logs: bool = True,
 ) -> Plan:
     """The plan a configuration starts with (each discovered project one page until listed):
     what `--config.check` prints and the exporter starts from."""
-    demand = Demand(listed, pages_per_poll, dict.fromkeys(discovered, ProjectSize()))
+    projects = dict.fromkeys(discovered, ProjectSize())
+    demand = Demand(listed, pages_per_poll, projects, change_driven_logs)
     return make_plan(demand, interval, budget)

@@ -29,9 +29,16 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
     config, shard = loaded.config, shard or Shard()
     keys = [k for k in config.function_settings() if shard.owns(k)]
     discovered = [s.project for s in shard.own_projects(config.project_selectors())]
-    pages_per_poll = config.execution_pages if config.execution_metrics else 1
+    pages_per_poll = config.pages_per_poll
     budget = shard_budget(config.mudbase.request_budget, shard.total)
-    plan = projected_plan(len(keys), discovered, config.interval, budget, pages_per_poll)
+    plan = projected_plan(
+        len(keys),
+        discovered,
+        config.interval,
+        budget,
+        pages_per_poll=pages_per_poll,
+        change_driven_logs=loaded.change_driven_logs,
+    )
     retries = config.mudbase.retries
     lines = [
         f"configuration OK: {loaded.source}",

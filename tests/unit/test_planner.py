@@ -76,6 +76,13 @@ def test_the_projection_counts_a_page_per_discovered_project_until_listed() -> N
     assert plan.discovery_capacity() == (9800, 8500)  # 106 a round, 8 for the polls; 80% of it
 
 
+def test_no_optional_requests_are_planned_that_nothing_would_send() -> None:
+    assert projected_plan(4, [], 60, 1600, pages_per_poll=1).logs_requests == 0  # no discovery
+    api_key = projected_plan(4, ["a"], 60, 1600, pages_per_poll=1, change_driven_logs=False)
+    assert api_key.logs_requests == 0  # no logs requests with an API key
+    assert projected_plan(4, ["a"], 60, 1600, pages_per_poll=1).logs_requests > 0
+
+
 @pytest.mark.asyncio
 @pytest.mark.looptime
 async def test_list_pages_go_first_then_polls_then_optional_logs_requests() -> None:

@@ -78,7 +78,7 @@ def poller(client: object, state: StateStore, interval: float = 60.0, **options:
         interval,
         options.pop("concurrency", 3),
         metrics,
-        options.get("execution_pages", 1),
+        pages_per_poll=options.get("execution_pages", 1),
     )
     if hasattr(client, "planner"):
         client.planner = planner

@@ -103,7 +103,7 @@ async def test_what_is_sent_agrees_with_the_plan_and_every_function_stays_fresh(
 ) -> None:
     loop = asyncio.get_running_loop()
     metrics = ExporterMetrics(CollectorRegistry())
-    planner = RequestPlanner(1600, 60, 8, metrics, scenario.execution_pages)
+    planner = RequestPlanner(1600, 60, 8, metrics, pages_per_poll=scenario.execution_pages)
     projects = {f"p{i}": size for i, size in enumerate(scenario.projects)}
     mudbase = FakeMudbase(planner, projects, scenario.rate)
     state = StateStore()
