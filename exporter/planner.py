@@ -363,15 +363,13 @@ class RequestPlanner:
     ) -> None:
         self._metrics = metrics
         self._bucket = _PriorityBucket(budget, concurrency, metrics)
-        self._configured = interval
-        self._budget = budget
-        self._demand = Demand(pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs)
         self._credit: dict[str, float] = {}
-        self.plan = make_plan(self._demand, interval, budget)
+        demand = Demand(pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs)
+        self.plan = make_plan(demand, interval, budget)  # the planner's whole state of a round
         self._publish_plan()
 
     def __repr__(self) -> str:
-        return f"RequestPlanner({self._budget:g} per 15m, interval {self.plan.interval:g}s)"
+        return f"RequestPlanner({self.plan.budget:g} per 15m, interval {self.plan.interval:g}s)"
 
     # -- the plan -------------------------------------------------------------------------
 
@@ -386,27 +384,26 @@ class RequestPlanner:
     ) -> None:
         """A (re)loaded configuration; the bucket's level and a pause carry over."""
         self._bucket.configure(budget, concurrency)
-        self._budget, self._configured = budget, interval
-        self._demand = replace(
-            self._demand, pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs
+        demand = replace(
+            self.plan.demand, pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs
         )
-        self._replan()
+        self._replan(demand, interval, budget)
 
     def set_targets(self, listed: int, projects: Iterable[str]) -> None:
         """The listed functions and discovered projects this replica polls; projects already
         listed keep their known size, new ones count one page until listed."""
-        known = self._demand.projects
+        known = self.plan.demand.projects
         sizes = {name: known.get(name, ProjectSize()) for name in projects}
         self._credit = {name: c for name, c in self._credit.items() if name in sizes}
-        self._demand = replace(self._demand, listed=listed, projects=sizes)
-        self._replan()
+        self._replan(replace(self.plan.demand, listed=listed, projects=sizes))
 
     def project_listed(
         self, project: str, pages: int | None = None, functions: int | None = None
     ) -> None:
         """A listing told a project's size: its pages (known from its first page) or the
         functions selected from it (known at its end)."""
-        current = self._demand.projects.get(project)
+        demand = self.plan.demand
+        current = demand.projects.get(project)
         if current is None:
             return
         size = ProjectSize(
@@ -414,8 +411,7 @@ class RequestPlanner:
             current.functions if functions is None else functions,
         )
         if size != current:
-            self._demand = replace(self._demand, projects={**self._demand.projects, project: size})
-            self._replan()
+            self._replan(replace(demand, projects={**demand.projects, project: size}))
 
     @property
     def interval(self) -> float:
@@ -432,9 +428,17 @@ class RequestPlanner:
         """Seconds after a poll's first try within which a retry may still be scheduled."""
         return self.plan.interval * RETRY_DEADLINE_SHARE
 
-    def _replan(self) -> None:
-        plan = make_plan(self._demand, self._configured, self._budget)
-        previous, self.plan = self.plan, plan
+    def _replan(
+        self, demand: Demand, interval: float | None = None, budget: float | None = None
+    ) -> None:
+        """The plan for a new demand (or configuration); the rest as it was."""
+        previous = self.plan
+        plan = make_plan(
+            demand,
+            previous.configured_interval if interval is None else interval,
+            previous.budget if budget is None else budget,
+        )
+        self.plan = plan
         if plan.interval == previous.interval:
             pass
         elif (
@@ -464,7 +468,7 @@ class RequestPlanner:
         it may send this round: its share of what the round leaves; unspent share carries
         over to its next round, up to two rounds' worth (or one request's cost)."""
         share = self.plan.logs_share(project)
-        ceiling = max(2 * share, float(self._demand.pages_per_poll))
+        ceiling = max(2 * share, float(self.plan.demand.pages_per_poll))
         credit = min(self._credit.get(project, 0.0) + share, ceiling)
         granted, spent = 0, 0
         for cost in costs:
