@@ -57,9 +57,10 @@ def _bounded(value: str | None, allowed: tuple[str, ...]) -> str:
 
 
 def page_limit(expected_new: int | None) -> int:
-    """How many executions to ask for: one to place the cursor, else what is expected, doubled."""
+    """How many executions to ask for once the cursor is placed: what is expected, doubled, or
+    a full page while the pace is unknown (the first poll after placing)."""
     if expected_new is None:
-        return 1
+        return PAGE_SIZE
     return max(MIN_PAGE, min(PAGE_SIZE, 2 * expected_new + MIN_PAGE))
 
 
@@ -119,7 +120,8 @@ class ExecutionTotals:
     duration_sum: float = 0.0
     unobserved: int = 0
     last_total: int | None = None  # totalExecutions at the latest poll
-    last_new: int = 0  # new executions the stats reported at the latest poll
+    last_new: int | None = None  # new executions the stats reported at the latest poll (None:
+    # not known yet, the cursor was just placed)
     debt: int = 0  # counted by the stats, not seen yet; negative while the stats lag
     placed: bool = True  # False: no logs answer yet, only listings (a discovered function)
 
@@ -162,8 +164,9 @@ class ExecutionTotals:
     def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
         return self.cursor.new_of(executions)
 
-    def expected_new(self, total: int | None) -> int:
-        """New executions the stats (e.g. from the function list) report since the last poll."""
+    def expected_new(self, total: int | None) -> int | None:
+        """New executions the stats (e.g. from the function list) report since the last poll,
+        else the last poll's pace; None while neither is known."""
         if total is None or self.last_total is None or total < self.last_total:
             return self.last_new
         return total - self.last_total

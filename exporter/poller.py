@@ -266,7 +266,7 @@ class Poller:
         totals = self._executions_of(key)
         if not self._execution_metrics or totals is None or not totals.placed:
             return 1
-        expected = totals.expected_new(listed_total)
+        expected = totals.expected_new(listed_total) or 0
         return max(1, min(self._execution_pages, math.ceil(expected / PAGE_SIZE)))
 
     async def _optional_logs(self, key: TargetKey, pages: int, listed_total: int | None) -> None:

@@ -56,7 +56,8 @@ def test_each_execution_is_counted_once_by_outcome_with_its_duration(
         )
     ]
     # the 1000 executions before the exporter started are not replayed into the counters; every
-    # later one the stats counted was seen exactly once (10 a second fit in one page a poll)
+    # later one the stats counted was seen exactly once (the first poll after placing asks a full
+    # page, later ones twice the last pace: 10 a second fit)
     assert unobserved == 0
     assert total - first_total - 15 <= sum(observed.values()) <= total - 1000
     assert observed["success"] > 0

@@ -83,7 +83,7 @@ def test_durations_fall_into_le_buckets() -> None:
 
 
 @pytest.mark.parametrize(
-    ("expected", "limit"), [(None, 1), (0, 10), (3, 16), (45, 100), (10_000, 100)]
+    ("expected", "limit"), [(None, 100), (0, 10), (3, 16), (45, 100), (10_000, 100)]
 )
 def test_the_page_asked_for_follows_the_expected_new_executions(
     expected: int | None, limit: int
@@ -96,6 +96,9 @@ def test_expected_new_executions_come_from_a_listed_total_or_the_last_poll() -> 
     assert totals.expected_new(None) == 7
     assert totals.expected_new(30) == 13
     assert totals.expected_new(3) == 7  # a shrinking total says nothing: the last pace
+    just_placed = ExecutionTotals.start([], total=10)
+    assert just_placed.expected_new(None) is None  # no pace yet: the next poll asks a full page
+    assert just_placed.expected_new(12) == 2
 
 
 def test_paging_stops_at_the_cursor_or_at_a_short_page() -> None:

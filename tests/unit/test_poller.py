@@ -225,7 +225,7 @@ async def test_the_first_answer_places_the_cursor_and_later_ones_count_new_execu
         ("success", "http", "trigger"): 3,
     }
     assert totals.buckets[5] == 7  # 0.2 s: the 0.25 s bucket (the sixth)
-    assert log.requests == [(1, 0), (10, 0)]
+    assert log.requests == [(1, 0), (100, 0)]  # one to place; a full page while the pace is unknown
     await p.poll_once(KEYS[0])  # nothing new: nothing counted twice
     assert observed(state) == (7, 0)
 
@@ -236,6 +236,7 @@ async def test_more_new_executions_than_one_page_are_counted_as_unobserved() -> 
     p = poller(log, state)
     state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
     await p.poll_once(KEYS[0])
+    await p.poll_once(KEYS[0])  # an idle poll: the pace is known (0)
     log.run(150)
     await p.poll_once(KEYS[0])
     assert observed(state) == (10, 140)  # a page of 10 (the function was idle), one page a poll
@@ -251,6 +252,8 @@ async def test_paging_through_shifting_pages_counts_every_execution_once() -> No
     p = poller(log, state, execution_pages=5)
     state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
     await p.poll_once(KEYS[0])
+    await p.poll_once(KEYS[0])  # an idle poll: the pace is known (0)
+    log.requests.clear()
     log.run(250)
     log.arrive_between_pages = 7  # every page request, 7 more executions push the list down
     await p.poll_once(KEYS[0])
@@ -258,7 +261,7 @@ async def test_paging_through_shifting_pages_counts_every_execution_once() -> No
     counted, unobserved = observed(state)
     assert counted + unobserved == 250  # the stats said 250 new: each counted once or missed
     assert counted == 250
-    assert [offset for _, offset in log.requests] == [0, 0, 10, 110, 210]
+    assert [offset for _, offset in log.requests] == [0, 10, 110, 210]
     await p.poll_once(KEYS[0])  # the executions that arrived during paging come next
     assert observed(state) == (250 + 4 * 7, 0)
 
@@ -355,6 +358,7 @@ async def test_a_hanging_older_page_ends_the_paging_not_the_poll() -> None:
     p = poller(log, state, interval=0.5, execution_pages=3)
     state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
     await p.poll_once(KEYS[0])
+    await p.poll_once(KEYS[0])  # an idle poll: the pace is known (0)
     log.run(150)
     served = log.function_logs
 
