@@ -1,13 +1,22 @@
-"""/metrics rendering: functions once per state change, self-metrics on every scrape."""
+"""/metrics rendering: functions once per state change, self-metrics on every scrape, gzip as
+members kept per chunk, plain answers written piece by piece."""
 
 import gzip
-from collections.abc import Iterator
+import socket
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.exposition import CachedExposition
+from exporter.collector import UNIT_FUNCTIONS, FunctionRenderer
+from exporter.exposition import CachedExposition, Chunk, LivePart, MemberCache, gzip_member
+from exporter.state import StateStore
+from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
+from exporter.upstream import FunctionStats
+from exporter.web import _grouped, write_pieces
 from tests.helpers import wait_for
 
 
@@ -29,12 +38,56 @@ def setup() -> tuple[CachedExposition, Counting, Counting, list[int]]:
     generation = [0]
     return (
         CachedExposition(
-            lambda: [generate_latest(function_registry)], lambda: generation[0], live_registry
+            lambda: [[generate_latest(function_registry)]], lambda: generation[0], live_registry
         ),
         functions,
         live,
         generation,
     )
+
+
+class CountingCompressor:
+    """gzip_member, remembering every chunk it compressed."""
+
+    def __init__(self) -> None:
+        self.compressed: list[Chunk] = []
+
+    def __call__(self, chunk: Chunk) -> bytes:
+        self.compressed.append(chunk)
+        return gzip_member(chunk)
+
+
+def project_state(projects: dict[str, int]) -> StateStore:
+    """Projects with this many functions each, every function polled once."""
+    state = StateStore()
+    state.set_targets({}, discovered_projects=list(projects))
+    settings = FunctionSettings(slo_objective=0.99)
+    for project, count in projects.items():
+        found = {
+            TargetKey(project, f"fn{i}"): (settings, FunctionInfo(f"fn {i}", "http", True))
+            for i in range(count)
+        }
+        state.sync_project(project, found)
+        for key in found:
+            state.record_success(key, FunctionStats(total_executions=7), now=1000.0)
+    return state
+
+
+def members_of(body: bytes) -> list[bytes]:
+    """The decompressed members of a multi-member gzip body."""
+    members = []
+    while body:
+        reader = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        members.append(reader.decompress(body))
+        assert reader.eof
+        body = reader.unused_data
+    return members
+
+
+def static_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Gauge("static_gauge", "test", ["kind"], registry=registry).labels("a").set(1)
+    return registry
 
 
 def test_function_part_renders_once_per_generation_and_live_part_every_time() -> None:
@@ -49,13 +102,69 @@ def test_function_part_renders_once_per_generation_and_live_part_every_time() ->
     assert b"functions_part 2.0" in exposition.body()
 
 
-def test_gzip_is_two_members_that_decode_to_the_plain_body() -> None:
-    exposition, *_ = setup()
+def test_gzip_body_is_members_that_decode_to_exactly_the_plain_body() -> None:
+    state = project_state({"a": 3, "b": UNIT_FUNCTIONS, "c": 2})
+    exposition = CachedExposition(
+        FunctionRenderer(state).render_parts, lambda: state.generation, static_registry()
+    )
     plain = exposition.body()
     zipped = exposition.body(gzipped=True)
-    decoded = gzip.decompress(zipped)
-    assert decoded.split(b"live_part")[0] == plain.split(b"live_part")[0]
-    assert b"# TYPE live_part gauge" in decoded
+    assert gzip.decompress(zipped) == plain
+    assert len(members_of(zipped)) > 2  # chunks, then the self-metrics
+    assert plain.endswith(generate_latest(static_registry()))
+    assert b'mudbase_function_up{function="fn0",project="b"} 1.0' in plain
+
+
+def test_after_one_project_changes_only_its_chunks_are_compressed_again() -> None:
+    state = project_state({"a": UNIT_FUNCTIONS, "b": UNIT_FUNCTIONS, "c": UNIT_FUNCTIONS})
+    renderer, compressor = FunctionRenderer(state), CountingCompressor()
+    exposition = CachedExposition(
+        renderer.render_parts,
+        lambda: state.generation,
+        static_registry(),
+        members=MemberCache(compressor),
+    )
+    first = exposition.body(gzipped=True)
+    chunks = len(compressor.compressed)
+    assert chunks == len(renderer.render_parts())
+    compressor.compressed.clear()
+    state.record_success(TargetKey("b", "fn1"), FunctionStats(total_executions=8), now=2000.0)
+    second = exposition.body(gzipped=True)
+    assert 0 < len(compressor.compressed) < chunks / 3
+    for chunk in compressor.compressed:  # only chunks with b's lines (and maybe a header)
+        assert any(b'project="b"' in piece for piece in chunk)
+        assert not any(b'project="a"' in p or b'project="c"' in p for p in chunk)
+    assert gzip.decompress(second) == exposition.body()
+    assert gzip.decompress(first) != gzip.decompress(second)
+    compressor.compressed.clear()
+    exposition.body(gzipped=True)
+    assert compressor.compressed == []  # nothing changed, nothing compressed
+
+
+def test_small_projects_share_chunks_and_large_ones_have_their_own() -> None:
+    small = {f"s{i:03d}": 1 for i in range(2 * UNIT_FUNCTIONS)}
+    chunks = FunctionRenderer(project_state({**small, "big": 3 * UNIT_FUNCTIONS})).render_parts()
+    up = [chunk for chunk in chunks if any(b"mudbase_function_up{" in p for p in chunk)]
+    counts = [sum(p.count(b"mudbase_function_up{") for p in chunk) for chunk in up]
+    # the big project (first in order) alone, then two units of small projects
+    assert counts == [3 * UNIT_FUNCTIONS, UNIT_FUNCTIONS, UNIT_FUNCTIONS]
+
+
+def test_live_part_renders_only_changed_families_and_matches_generate_latest() -> None:
+    registry = CollectorRegistry()
+    steady = Gauge("steady", "never changes", registry=registry)
+    moving = Gauge("moving", "changes", registry=registry)
+    steady.set(1)
+    live = LivePart(registry)
+    assert live.text() == generate_latest(registry)
+    assert live.renders == 2
+    first_member = live.member()
+    assert live.member() is first_member  # nothing changed: neither rendered nor compressed
+    assert live.renders == 2
+    moving.set(5)
+    assert live.text() == generate_latest(registry)
+    assert live.renders == 3
+    assert gzip.decompress(live.member()) == generate_latest(registry)
 
 
 def test_background_renderer_follows_changes_without_rendering_on_scrapes() -> None:
@@ -77,3 +186,31 @@ def test_background_renderer_follows_changes_without_rendering_on_scrapes() -> N
         )
     finally:
         exposition.stop()
+
+
+def receive_all(sock: socket.socket, into: bytearray) -> None:
+    while chunk := sock.recv(1 << 16):
+        into += chunk
+
+
+def test_pieces_arrive_whole_and_in_order_over_a_socket() -> None:
+    pieces: Sequence[bytes] = [
+        b"",
+        *(bytes([i % 256]) * (i * 97) for i in range(1, 700)),  # more than one sendmsg batch
+        b"x" * (8 << 20),  # more than the socket buffer: partial sends
+        b"end",
+    ]
+    sender, receiver = socket.socketpair()
+    received = bytearray()
+    reader = threading.Thread(target=receive_all, args=(receiver, received))
+    reader.start()
+    with sender, receiver:
+        write_pieces(sender, sender.makefile("wb", buffering=0), pieces)  # type: ignore[arg-type]
+        sender.shutdown(socket.SHUT_WR)
+        reader.join(timeout=30)
+    assert bytes(received) == b"".join(pieces)
+
+
+def test_tls_writes_join_only_small_pieces() -> None:
+    big = b"b" * 100
+    assert list(_grouped([b"a", b"a", big, b"c", b"c", b"c"], 3)) == [b"aa", big, b"ccc"]
