@@ -1,12 +1,18 @@
-"""What the benchmarks share: a simulator process on loopback, small HTTP helpers, RSS."""
+"""What the benchmarks share: a simulator process on loopback, small HTTP helpers, RSS, and a
+baseline server process sending fixed bytes from memory.
+
+    python -m bench.common serve PLAIN_FILE GZIP_FILE   # the baseline server, on its own
+"""
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,8 +33,9 @@ def get_json(url: str) -> Any:
         return json.loads(response.read())
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
+def rss_mb(pid: int | str = "self") -> float:
+    """The resident memory of this process, or of the process `pid`, in MB."""
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
@@ -70,3 +77,61 @@ def start_simulator(
     assert process.stdout is not None
     url = process.stdout.readline().split("listening on ")[1].strip()
     return process, url
+
+
+class _FixedBody(BaseHTTPRequestHandler):
+    """The same bytes for every GET: the plain body, or the gzip body when gzip is accepted."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as the exporter's handler
+    bodies: ClassVar[dict[bool, bytes]] = {}
+
+    def do_GET(self) -> None:
+        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
+        body = self.bodies[gzipped]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def serve_fixed(plain: Path, gzipped: Path) -> None:
+    """A minimal threading HTTP server sending these files' bytes from memory; prints its URL."""
+    _FixedBody.bodies = {False: plain.read_bytes(), True: gzipped.read_bytes()}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FixedBody)
+    server.daemon_threads = True
+    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+def start_fixed_server(plain: bytes, gzipped: bytes) -> tuple[subprocess.Popen[str], str]:
+    """The baseline: another process serving these bodies from memory; the process, its URL."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-fixed-"))
+    (directory / "plain").write_bytes(plain)
+    (directory / "gzip").write_bytes(gzipped)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.common",
+            "serve",
+            str(directory / "plain"),
+            str(directory / "gzip"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().split("listening on ")[1].strip()
+    return process, url
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
+    serve_fixed(Path(sys.argv[2]), Path(sys.argv[3]))

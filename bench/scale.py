@@ -6,12 +6,15 @@
     .venv/bin/python bench/scale.py cpu --requests 2000
 
 Everything runs on loopback: a simulator process (with 50-100 ms latency where noted) and the
-real exporter in this process. Times are medians of repeated runs; ratios compare two things
-measured in the same run. Numbers go into the README by hand, never into tests.
+real exporter, in this process or (scrape, mixed) as its own process. `scrape` compares the
+exporter's /metrics with a baseline process serving the same bytes from memory, and reads the
+exporter's RSS from /proc. Times are medians of repeated runs; ratios compare two things
+measured in the same run. Numbers go into docs/benchmarks.md by hand, never into tests.
 """
 
 import argparse
 import asyncio
+import gzip
 import json
 import math
 import os
@@ -21,8 +24,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +37,14 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import get_json, post, rss_mb, start_simulator
+from bench.common import get_json, post, rss_mb, start_fixed_server, start_simulator
 from exporter.app import Exporter
 from exporter.auth import StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
-from exporter.collector import FunctionRenderer
 from exporter.config import parse_config
 from exporter.executions import MIN_PAGE, PAGE_SIZE, ExecutionTotals
+from exporter.gzipstream import LEVEL as GZIP_LEVEL
 from exporter.logs import configure_logging
-from exporter.web import ExporterHTTPServer, start_http_server
 
 TOKEN = "bench-token-0123456789"
 PER_PROJECT = 100
@@ -69,36 +73,6 @@ def project_config(url: str, functions: int, interval: str, extra: str = "") -> 
         f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 10s{extra}}}\n"
         f"interval: {interval}\nconcurrency: 16\ntargets:\n{targets}"
     )
-
-
-async def wait_executions_tracked(exporter: Exporter, functions: int, within: float) -> None:
-    """Until 95% of the functions have execution totals (a logs answer placed their cursor)."""
-    started = time.monotonic()
-    while time.monotonic() - started < within:
-        states = exporter.state.snapshot().values()
-        if sum(1 for s in states if s.executions is not None) >= 0.95 * functions:
-            return
-        await asyncio.sleep(1)
-    raise RuntimeError("execution totals did not reach 95% of the functions in time")
-
-
-def render_ms(exporter: Exporter) -> dict[str, float]:
-    """Median times to render the per-function part: from nothing (every function's lines),
-    and what the renderer thread does after a second of polling (the changed functions)."""
-    full, incremental = [], []
-    for _ in range(5):
-        started = time.perf_counter()
-        FunctionRenderer(exporter.state).render()
-        full.append((time.perf_counter() - started) * 1000)
-        exporter.functions.render()
-        time.sleep(1)
-        started = time.perf_counter()
-        exporter.functions.render()
-        incremental.append((time.perf_counter() - started) * 1000)
-    return {
-        "render_all_ms": round(statistics.median(full), 1),
-        "render_after_1s_of_changes_ms": round(statistics.median(incremental), 1),
-    }
 
 
 async def wait_all_polled(exporter: Exporter, functions: int, within: float) -> float:
@@ -163,84 +137,180 @@ def execution_coverage(exporter: Exporter) -> dict[str, Any]:
     }
 
 
+def fetch(url: str, gzipped: bool = False) -> bytes:
+    headers = {"Accept-Encoding": "gzip"} if gzipped else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
+        return bytes(r.read())
+
+
 def scrape_times(url: str, count: int, gzipped: bool = False) -> list[float]:
+    """Milliseconds per scrape, the answer read (and dropped) in pieces of 1 MB."""
     times = []
     headers = {"Accept-Encoding": "gzip"} if gzipped else {}
     for _ in range(count):
         started = time.perf_counter()
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as r:
-            r.read()
+            while r.read(1 << 20):
+                pass
         times.append((time.perf_counter() - started) * 1000)
     return times
 
 
-class _FixedBody:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
+def interleaved(
+    urls: dict[str, str], rounds: int, per_round: int, gzipped: bool
+) -> dict[str, float]:
+    """Median ms per scrape of each URL, in alternate rounds so both see the same machine."""
+    times: dict[str, list[float]] = {name: [] for name in urls}
+    for _ in range(rounds):
+        for name, url in urls.items():
+            times[name] += scrape_times(url, per_round, gzipped)
+    return {name: statistics.median(spent) for name, spent in times.items()}
 
-    def body(self, gzipped: bool = False) -> bytes:
-        return self._body
+
+def function_part(gzipped: bytes) -> bytes:
+    text = gzip.decompress(gzipped)
+    return text[: text.find(b"# HELP mudbase_exporter_")]
+
+
+def gzip_apart(urls: dict[str, str], scrapes: int, gap: float) -> dict[str, Any]:
+    """Gzip scrapes `gap` seconds apart, as Prometheus scrapes while polls change the state:
+    the exporter's median, the baseline's in the same moments, and how many of the exporter's
+    answers showed a state not scraped before."""
+    times: dict[str, list[float]] = {name: [] for name in urls}
+    changed, previous = 0, b""
+    for _ in range(scrapes):
+        time.sleep(gap)
+        for name, url in urls.items():
+            times[name] += scrape_times(url, 1, gzipped=True)
+        current = function_part(fetch(urls["exporter"], gzipped=True))  # outside the timing
+        changed += current != previous
+        previous = current
+    return {
+        "medians": {name: statistics.median(spent) for name, spent in times.items()},
+        "max_exporter_ms": round(max(times["exporter"]), 2),
+        "answers_with_a_new_state": f"{changed}/{scrapes}",
+    }
+
+
+def concurrent_rss(url: str, pid: int, scrapers: int, each: int) -> dict[str, float]:
+    """The exporter's RSS while `scrapers` clients scrape plain at once, `each` times each:
+    its peak (sampled every 10 ms) and what it keeps 2 s after."""
+    peak, done = [rss_mb(pid)], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak.append(rss_mb(pid))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    clients = [threading.Thread(target=scrape_times, args=(url, each)) for _ in range(scrapers)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    done.set()
+    sampler.join()
+    time.sleep(2)
+    return {"peak": round(max(peak), 1), "after": round(rss_mb(pid), 1)}
+
+
+def wait_tracked_from_outside(metrics: str, functions: int, within: float) -> float:
+    """Until every function has been polled and 95% have execution totals, read from /metrics."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        text = fetch(metrics).decode()
+        polled, tracked = len(LAST_SUCCESS.findall(text)), len(UNOBSERVED.findall(text))
+        if polled >= functions and tracked >= 0.95 * functions:
+            return time.monotonic() - started
+        time.sleep(5)
+    raise RuntimeError("not every function was polled and tracked in time")
+
+
+def ratio(exporter: float, baseline: float) -> dict[str, float]:
+    return {
+        "exporter_ms": round(exporter, 2),
+        "baseline_ms": round(baseline, 2),
+        "ratio": round(exporter / baseline, 2),
+    }
 
 
 async def scrape(args: argparse.Namespace) -> dict[str, Any]:
+    return await asyncio.to_thread(measure_scrape, args)
+
+
+def measure_scrape(args: argparse.Namespace) -> dict[str, Any]:
+    """/metrics of the exporter as its own process at `functions` functions, polling all the
+    time, against a baseline process serving the same bytes from memory; this process only
+    scrapes. Medians of interleaved rounds, ratios within this run, the exporter's RSS."""
     simulator, url = bench_simulator(args.functions, 1, "0", rate_limit=0)  # budget lifted
+    workdir = Path(tempfile.mkdtemp(prefix="bench-scrape-"))
+    config = workdir / "config.yaml"
+    config.write_text(project_config(url, args.functions, "30s", ", request_budget: 1000000"))
+    port = free_port()
+    exporter = start_exporter(ROOT, config, port)
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    baseline: subprocess.Popen[str] | None = None
     try:
-        loaded = parse_config(
-            project_config(url, args.functions, "30s", ", request_budget: 1000000"), "(bench)", {}
-        )
-        exporter = Exporter(loaded, ("127.0.0.1", 0))
-        runner = asyncio.create_task(exporter.run())
-        await wait_all_polled(exporter, args.functions, 300)
-        await wait_executions_tracked(exporter, args.functions, 300)
-        await asyncio.sleep(3)
-        metrics = f"http://127.0.0.1:{exporter.port}/metrics"
-        await asyncio.to_thread(scrape_times, metrics, 3)
-        rss = rss_mb()  # the exporter's own, before this benchmark keeps a copy of the body
-        body = await asyncio.to_thread(lambda: urllib.request.urlopen(metrics).read())
-        fixed = ExporterHTTPServer(
-            ("127.0.0.1", 0),
-            _FixedBody(body),  # type: ignore[arg-type]
-            landing_page=lambda: b"",
-            ready=lambda: True,
-            reload=lambda: None,
-        )
-        start_http_server(fixed)
-        memory_url = f"http://127.0.0.1:{fixed.server_address[1]}/metrics"
-        rounds: dict[str, list[float]] = {"exporter": [], "memory": []}
-        for _ in range(5):  # interleaved, so both see the same machine
-            rounds["exporter"] += await asyncio.to_thread(scrape_times, metrics, 10)
-            rounds["memory"] += await asyncio.to_thread(scrape_times, memory_url, 10)
+        wait_for_answer(metrics, 60)
+        warmup = wait_tracked_from_outside(metrics, args.functions, 600)
+        time.sleep(3)
+        plain, zipped = fetch(metrics), fetch(metrics, gzipped=True)
+        baseline, baseline_url = start_fixed_server(plain, zipped)
+        urls = {"exporter": metrics, "baseline": f"{baseline_url}/metrics"}
+        result = scrape_numbers(urls, exporter.pid, args)
         post(f"{url}/_sim/latency", {"min": 5, "max": 5})
-        await asyncio.sleep(15)
-        slow = await asyncio.to_thread(scrape_times, metrics, 50)
-        # as Prometheus scrapes: gzip, a new state almost every time (the body is compressed
-        # once per state change, on the first gzip scrape that sees it)
-        gzip_times = []
-        for _ in range(20):
-            gzip_times += await asyncio.to_thread(scrape_times, metrics, 1, True)
-            await asyncio.sleep(1.1)
-        exporter_ms = statistics.median(rounds["exporter"])
-        memory_ms = statistics.median(rounds["memory"])
-        result = {
-            "functions": args.functions,
-            "body_bytes": len(body),
-            "median_scrape_ms": round(exporter_ms, 2),
-            "median_same_bytes_from_memory_ms": round(memory_ms, 2),
-            "ratio": round(exporter_ms / memory_ms, 2),
-            "median_scrape_ms_upstream_5s_latency": round(statistics.median(slow), 2),
-            "ratio_5s_to_0s_latency": round(statistics.median(slow) / exporter_ms, 2),
-            "median_gzip_scrape_of_a_new_state_ms": round(statistics.median(gzip_times), 2),
-            "rss_mb": round(rss, 1),
-            "rss_mb_at_the_end": round(rss_mb(), 1),
-            **(await asyncio.to_thread(render_ms, exporter)),
-        }
-        fixed.shutdown()
-        exporter.request_stop()
-        await asyncio.wait_for(runner, 60)
-        return result
+        time.sleep(15)
+        slow = statistics.median(scrape_times(metrics, 20))
     finally:
+        for process in (exporter, baseline):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
         simulator.terminate()
         simulator.communicate(timeout=10)
+    one_member = zlib.compress(plain, GZIP_LEVEL, wbits=16 + zlib.MAX_WBITS)
+    return {
+        "functions": args.functions,
+        "first_round_and_executions_s": round(warmup),
+        "plain_bytes": len(plain),
+        "gzip_bytes": len(zipped),
+        "gzip_bytes_as_one_stream": len(one_member),
+        **result,
+        "plain_median_ms_while_upstream_takes_5s": round(slow, 2),
+    }
+
+
+def scrape_numbers(urls: dict[str, str], pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    plain = interleaved(urls, 5, 10, gzipped=False)
+    back_to_back = interleaved(urls, 5, 20, gzipped=True)
+    apart = gzip_apart(urls, 20, 1.1)
+    scrape_times(urls["exporter"], 100)
+    scrape_times(urls["exporter"], 100, gzipped=True)
+    rss_after = rss_mb(pid)
+    return {
+        "plain": ratio(plain["exporter"], plain["baseline"]),
+        "gzip_back_to_back": ratio(back_to_back["exporter"], back_to_back["baseline"]),
+        "gzip_1.1s_apart": {
+            **ratio(apart["medians"]["exporter"], apart["medians"]["baseline"]),
+            "max_exporter_ms": apart["max_exporter_ms"],
+            "answers_with_a_new_state": apart["answers_with_a_new_state"],
+        },
+        "rss_mb_after_100_plain_and_100_gzip": round(rss_after, 1),
+        "rss_mb_16_concurrent_plain_scrapers": concurrent_rss(urls["exporter"], pid, 16, 5),
+    }
+
+
+def wait_for_answer(url: str, within: float) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        try:
+            fetch(url)
+        except OSError:
+            time.sleep(0.5)
+        else:
+            return
+    raise RuntimeError(f"{url} did not answer in time")
 
 
 async def cpu(args: argparse.Namespace) -> dict[str, Any]:

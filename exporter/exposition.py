@@ -6,10 +6,9 @@ seconds, never on the scrape path: a scrape sends the latest render from memory,
 stay fast whatever Mudbase or the state does.
 
 A render is a list of chunks (see `FunctionRenderer.render_parts`); each chunk is compressed
-as a gzip member of its own, kept for as long as the chunk is made of the same pieces, so a
+apart into a deflate segment, kept for as long as the chunk is made of the same pieces, so a
 render after a poll changed one project compresses only that project's chunks. A gzip answer
-is these members back to back, then the self-metrics' member: valid gzip (RFC 1952), read by
-Go's reader in Prometheus (multistream by default), curl and Python's `gzip`. A plain answer
+is these segments and the self-metrics' in one gzip member (see `gzipstream`). A plain answer
 writes the cached pieces in order, never joined into one copy, so concurrent scrapes cost no
 memory per scrape beyond the small self-metrics. The self-metrics are rendered on every scrape
 (never stale), family by family, re-rendering only the families whose samples changed.
@@ -18,7 +17,6 @@ memory per scrape beyond the small self-metrics. The self-metrics are rendered o
 import ctypes
 import ctypes.util
 import threading
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -26,9 +24,10 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, gener
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from exporter import gzipstream
+from exporter.gzipstream import Chunk, SegmentCache
+
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-GZIP_LEVEL = 3  # 10,000 functions (28 MB): 35 ms to 1.1 MB; level 6 takes 94 ms for 0.99 MB
-GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, not a bare zlib stream
 MIN_RENDER_GAP = 1.0
 
 
@@ -49,44 +48,17 @@ def _memory_trimmer() -> Callable[[], None]:
 _trim_memory = _memory_trimmer()
 
 
-Chunk = Sequence[bytes]
-
-
-def gzip_member(pieces: Chunk) -> bytes:
-    """The pieces, in order, as one complete gzip member."""
-    compressor = zlib.compressobj(GZIP_LEVEL, wbits=GZIP_WBITS)
-    return b"".join([*(compressor.compress(piece) for piece in pieces), compressor.flush()])
-
-
-class MemberCache:
-    """Each chunk's gzip member, kept while a render uses the chunk. A chunk is known by the
-    identities of its pieces: the entry holds the pieces, so no other object can take their
-    ids while it lives."""
-
-    def __init__(self, compress: Callable[[Chunk], bytes] = gzip_member) -> None:
-        self._compress = compress
-        self._members: dict[tuple[int, ...], tuple[Chunk, bytes]] = {}
-
-    def members(self, chunks: Sequence[Chunk]) -> list[bytes]:
-        """The members of this render's chunks, compressing only the new ones; the entries of
-        chunks this render no longer has are dropped."""
-        kept: dict[tuple[int, ...], tuple[Chunk, bytes]] = {}
-        for chunk in chunks:
-            key = tuple(map(id, chunk))
-            entry = self._members.get(key) or kept.get(key) or (chunk, self._compress(chunk))
-            kept[key] = entry
-        self._members = kept
-        return [kept[tuple(map(id, chunk))][1] for chunk in chunks]
-
-
 @dataclass(frozen=True)
 class _Rendered:
     """A render: the pieces of the per-function part (the renderer's own cache, so no second
-    copy of the text is kept) and its gzip members joined into one body."""
+    copy of the text is kept), its deflate segments joined, and the CRC-32 and length of its
+    text, which the gzip trailer continues over the self-metrics."""
 
     generation: int
     pieces: tuple[bytes, ...]
-    gzipped: bytes
+    deflated: bytes
+    crc: int
+    length: int
 
 
 class _OneFamily(Collector):
@@ -102,33 +74,31 @@ def _same_objects(old: Sequence[bytes], new: Sequence[bytes]) -> bool:
 
 
 class LivePart:
-    """The self-metrics as text and as a gzip member, per scrape: each family is re-rendered
-    (by prometheus_client, so the bytes are its own) only when its samples changed, and
+    """The self-metrics as text and as a deflate segment, per scrape: each family is rendered
+    again (by prometheus_client, so the bytes are its own) only when its samples changed, and
     compressed again only when some family did."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
         self._lock = threading.Lock()
         self._families: dict[str, tuple[Metric, bytes]] = {}
-        self._member: tuple[list[bytes], bytes] = ([], b"")
+        self._segment: tuple[list[bytes], bytes] = ([], b"")
         self.renders = 0  # families rendered, for tests
 
-    def text(self) -> bytes:
-        return b"".join(self._texts())
-
-    def member(self) -> bytes:
-        texts = self._texts()
-        with self._lock:
-            if not _same_objects(self._member[0], texts):
-                self._member = (texts, gzip_member(texts))
-            return self._member[1]
-
-    def _texts(self) -> list[bytes]:
+    def texts(self) -> list[bytes]:
+        """The families' texts, in the registry's order."""
         families = list(self._registry.collect())
         with self._lock:
             cache = {family.name: self._text(family) for family in families}
             self._families = cache
             return [cache[family.name][1] for family in families]
+
+    def segment(self, texts: list[bytes]) -> bytes:
+        """These texts (from `texts`) as a deflate segment, compressed when they changed."""
+        with self._lock:
+            if not _same_objects(self._segment[0], texts):
+                self._segment = (texts, gzipstream.segment(texts))
+            return self._segment[1]
 
     def _text(self, family: Metric) -> tuple[Metric, bytes]:
         cached = self._families.get(family.name)
@@ -145,12 +115,12 @@ class CachedExposition:
         generation: Callable[[], int],
         live: CollectorRegistry,
         min_render_gap: float = MIN_RENDER_GAP,
-        members: MemberCache | None = None,
+        segments: SegmentCache | None = None,
     ) -> None:
         self._functions = functions
         self._generation = generation
         self._live = LivePart(live)
-        self._members = members or MemberCache()
+        self._segments = segments or SegmentCache()
         self._gap = min_render_gap
         self._lock = threading.Lock()
         self._current: _Rendered | None = None
@@ -181,9 +151,12 @@ class CachedExposition:
     def pieces(self, gzipped: bool = False) -> list[bytes]:
         """What a scrape sends, in order: to write one after the other, never to join."""
         cached = self._latest()
-        if gzipped:
-            return [cached.gzipped, self._live.member()]
-        return [*cached.pieces, self._live.text()]
+        live = self._live.texts()
+        if not gzipped:
+            return [*cached.pieces, *live]
+        crc, length = gzipstream.checksum(live, cached.crc)
+        trailer = gzipstream.trailer(crc, cached.length + length)
+        return [gzipstream.HEADER, cached.deflated, self._live.segment(live), trailer]
 
     def body(self, gzipped: bool = False) -> bytes:
         return b"".join(self.pieces(gzipped))
@@ -204,7 +177,8 @@ class CachedExposition:
                 generation = self._generation()
                 chunks = self._functions()
                 pieces = tuple(piece for chunk in chunks for piece in chunk)
-                current = _Rendered(generation, pieces, b"".join(self._members.members(chunks)))
+                deflated = b"".join(self._segments.segments(chunks))
+                current = _Rendered(generation, pieces, deflated, *gzipstream.checksum(pieces))
                 self._current = current
                 _trim_memory()
             return current

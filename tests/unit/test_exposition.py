@@ -1,5 +1,5 @@
-"""/metrics rendering: functions once per state change, self-metrics on every scrape, gzip as
-members kept per chunk, plain answers written piece by piece."""
+"""/metrics rendering: functions once per state change, self-metrics on every scrape, gzip
+from deflate segments kept per chunk, plain answers written piece by piece."""
 
 import gzip
 import socket
@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter import gzipstream
 from exporter.collector import UNIT_FUNCTIONS, FunctionRenderer
-from exporter.exposition import CachedExposition, Chunk, LivePart, MemberCache, gzip_member
+from exporter.exposition import CachedExposition, LivePart
+from exporter.gzipstream import Chunk, SegmentCache
 from exporter.state import StateStore
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
@@ -47,14 +49,14 @@ def setup() -> tuple[CachedExposition, Counting, Counting, list[int]]:
 
 
 class CountingCompressor:
-    """gzip_member, remembering every chunk it compressed."""
+    """gzipstream.segment, remembering every chunk it compressed."""
 
     def __init__(self) -> None:
         self.compressed: list[Chunk] = []
 
     def __call__(self, chunk: Chunk) -> bytes:
         self.compressed.append(chunk)
-        return gzip_member(chunk)
+        return gzipstream.segment(chunk)
 
 
 def project_state(projects: dict[str, int]) -> StateStore:
@@ -73,15 +75,13 @@ def project_state(projects: dict[str, int]) -> StateStore:
     return state
 
 
-def members_of(body: bytes) -> list[bytes]:
-    """The decompressed members of a multi-member gzip body."""
-    members = []
-    while body:
-        reader = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        members.append(reader.decompress(body))
-        assert reader.eof
-        body = reader.unused_data
-    return members
+def one_member(body: bytes) -> bytes:
+    """The text of a gzip body that must be exactly one member."""
+    reader = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    text = reader.decompress(body)
+    assert reader.eof
+    assert reader.unused_data == b""
+    return text
 
 
 def static_registry() -> CollectorRegistry:
@@ -102,7 +102,7 @@ def test_function_part_renders_once_per_generation_and_live_part_every_time() ->
     assert b"functions_part 2.0" in exposition.body()
 
 
-def test_gzip_body_is_members_that_decode_to_exactly_the_plain_body() -> None:
+def test_gzip_body_is_one_member_that_decodes_to_exactly_the_plain_body() -> None:
     state = project_state({"a": 3, "b": UNIT_FUNCTIONS, "c": 2})
     exposition = CachedExposition(
         FunctionRenderer(state).render_parts, lambda: state.generation, static_registry()
@@ -110,7 +110,7 @@ def test_gzip_body_is_members_that_decode_to_exactly_the_plain_body() -> None:
     plain = exposition.body()
     zipped = exposition.body(gzipped=True)
     assert gzip.decompress(zipped) == plain
-    assert len(members_of(zipped)) > 2  # chunks, then the self-metrics
+    assert one_member(zipped) == plain  # readers of the first member only read it all
     assert plain.endswith(generate_latest(static_registry()))
     assert b'mudbase_function_up{function="fn0",project="b"} 1.0' in plain
 
@@ -122,7 +122,7 @@ def test_after_one_project_changes_only_its_chunks_are_compressed_again() -> Non
         renderer.render_parts,
         lambda: state.generation,
         static_registry(),
-        members=MemberCache(compressor),
+        segments=SegmentCache(compressor),
     )
     first = exposition.body(gzipped=True)
     chunks = len(compressor.compressed)
@@ -156,15 +156,17 @@ def test_live_part_renders_only_changed_families_and_matches_generate_latest() -
     moving = Gauge("moving", "changes", registry=registry)
     steady.set(1)
     live = LivePart(registry)
-    assert live.text() == generate_latest(registry)
+    assert b"".join(live.texts()) == generate_latest(registry)
     assert live.renders == 2
-    first_member = live.member()
-    assert live.member() is first_member  # nothing changed: neither rendered nor compressed
+    first = live.segment(live.texts())
+    assert live.segment(live.texts()) is first  # nothing changed: neither rendered nor compressed
     assert live.renders == 2
     moving.set(5)
-    assert live.text() == generate_latest(registry)
+    texts = live.texts()
+    assert b"".join(texts) == generate_latest(registry)
     assert live.renders == 3
-    assert gzip.decompress(live.member()) == generate_latest(registry)
+    reader = zlib.decompressobj(wbits=-zlib.MAX_WBITS)  # a segment: no final block of its own
+    assert reader.decompress(live.segment(texts)) == b"".join(texts)
 
 
 def test_background_renderer_follows_changes_without_rendering_on_scrapes() -> None:
