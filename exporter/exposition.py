@@ -17,15 +17,14 @@ memory per scrape beyond the small self-metrics. The self-metrics are rendered o
 import ctypes
 import ctypes.util
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
 
 from exporter import gzipstream
 from exporter.gzipstream import Chunk, SegmentCache
+from exporter.selftext import SelfMetricsText
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MIN_RENDER_GAP = 1.0
@@ -61,53 +60,6 @@ class _Rendered:
     length: int
 
 
-class _OneFamily(Collector):
-    def __init__(self, family: Metric) -> None:
-        self._family = family
-
-    def collect(self) -> Iterator[Metric]:
-        yield self._family
-
-
-def _same_objects(old: Sequence[bytes], new: Sequence[bytes]) -> bool:
-    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))
-
-
-class LivePart:
-    """The self-metrics as text and as a deflate segment, per scrape: each family is rendered
-    again (by prometheus_client, so the bytes are its own) only when its samples changed, and
-    compressed again only when some family did."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._lock = threading.Lock()
-        self._families: dict[str, tuple[Metric, bytes]] = {}
-        self._segment: tuple[list[bytes], bytes] = ([], b"")
-        self.renders = 0  # families rendered, for tests
-
-    def texts(self) -> list[bytes]:
-        """The families' texts, in the registry's order."""
-        families = list(self._registry.collect())
-        with self._lock:
-            cache = {family.name: self._text(family) for family in families}
-            self._families = cache
-            return [cache[family.name][1] for family in families]
-
-    def segment(self, texts: list[bytes]) -> bytes:
-        """These texts (from `texts`) as a deflate segment, compressed when they changed."""
-        with self._lock:
-            if not _same_objects(self._segment[0], texts):
-                self._segment = (texts, gzipstream.segment(texts))
-            return self._segment[1]
-
-    def _text(self, family: Metric) -> tuple[Metric, bytes]:
-        cached = self._families.get(family.name)
-        if cached is not None and cached[0] == family:  # name, help, type, unit and samples
-            return cached
-        self.renders += 1
-        return family, generate_latest(_OneFamily(family))
-
-
 class CachedExposition:
     def __init__(
         self,
@@ -119,7 +71,7 @@ class CachedExposition:
     ) -> None:
         self._functions = functions
         self._generation = generation
-        self._live = LivePart(live)
+        self._live = SelfMetricsText(live)
         self._segments = segments or SegmentCache()
         self._gap = min_render_gap
         self._lock = threading.Lock()

@@ -7,14 +7,21 @@ import threading
 import zlib
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    PlatformCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import gzipstream
 from exporter.collector import UNIT_FUNCTIONS, FunctionRenderer
-from exporter.exposition import CachedExposition, LivePart
+from exporter.exposition import CachedExposition
 from exporter.gzipstream import Chunk, SegmentCache
+from exporter.selfmetrics import ExporterMetrics
+from exporter.selftext import SelfMetricsText
 from exporter.state import StateStore
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
@@ -150,23 +157,40 @@ def test_small_projects_share_chunks_and_large_ones_have_their_own() -> None:
     assert counts == [3 * UNIT_FUNCTIONS, UNIT_FUNCTIONS, UNIT_FUNCTIONS]
 
 
-def test_live_part_renders_only_changed_families_and_matches_generate_latest() -> None:
+def test_self_metrics_render_only_changed_samples_as_generate_latest_does() -> None:
     registry = CollectorRegistry()
     steady = Gauge("steady", "never changes", registry=registry)
-    moving = Gauge("moving", "changes", registry=registry)
+    moving = Gauge("moving", "changes", ["kind"], registry=registry)
     steady.set(1)
-    live = LivePart(registry)
+    for kind in "abc":
+        moving.labels(kind).set(1)
+    live = SelfMetricsText(registry)
     assert b"".join(live.texts()) == generate_latest(registry)
-    assert live.renders == 2
+    assert live.rendered_samples == 4
     first = live.segment(live.texts())
     assert live.segment(live.texts()) is first  # nothing changed: neither rendered nor compressed
-    assert live.renders == 2
-    moving.set(5)
+    assert live.rendered_samples == 4
+    moving.labels("b").set(5)
     texts = live.texts()
     assert b"".join(texts) == generate_latest(registry)
-    assert live.renders == 3
+    assert live.rendered_samples == 5  # only the changed sample
     reader = zlib.decompressobj(wbits=-zlib.MAX_WBITS)  # a segment: no final block of its own
     assert reader.decompress(live.segment(texts)) == b"".join(texts)
+
+
+def test_the_exporters_own_registry_renders_as_generate_latest_does() -> None:
+    registry = CollectorRegistry()
+    metrics = ExporterMetrics(registry)
+    PlatformCollector(registry=registry)  # not the process collector: its CPU time moves
+    live = SelfMetricsText(registry)
+    for round_ in range(3):
+        metrics.observe_request("list", "200")
+        metrics.observe_request("logs", str(429 + round_))
+        metrics.poll_duration.observe(0.1 * round_)
+        metrics.request_wait.labels("logs").observe(0.01)
+        metrics.poll_errors.labels("timeout").inc()
+        text = b"".join(live.texts())
+        assert text == generate_latest(registry)
 
 
 def test_background_renderer_follows_changes_without_rendering_on_scrapes() -> None:
