@@ -10,8 +10,9 @@ apart into a deflate segment, kept for as long as the chunk is made of the same 
 render after a poll changed one project compresses only that project's chunks. A gzip answer
 is these segments and the self-metrics' in one gzip member (see `gzipstream`). A plain answer
 writes the cached pieces in order, never joined into one copy, so concurrent scrapes cost no
-memory per scrape beyond the small self-metrics. The self-metrics are rendered on every scrape
-(never stale), family by family, re-rendering only the families whose samples changed.
+memory per scrape beyond the small self-metrics. Either is sent in two HTTP chunks: the
+per-function part at once, the self-metrics collected while the client reads it. The
+self-metrics are collected on every scrape, never stale (see `selftext`).
 """
 
 import ctypes
@@ -100,15 +101,23 @@ class CachedExposition:
         """The state changed: the renderer will pick it up."""
         self._changed.set()
 
-    def pieces(self, gzipped: bool = False) -> list[bytes]:
-        """What a scrape sends, in order: to write one after the other, never to join."""
+    def answer(self, gzipped: bool = False) -> tuple[list[bytes], Callable[[], list[bytes]]]:
+        """What a scrape sends, in two parts: the per-function part, ready, and a function for
+        the rest (the self-metrics, read when called), so a server can send the first part
+        while it collects the rest. Pieces to write one after the other, never to join."""
         cached = self._latest()
-        live = self._live.texts()
         if not gzipped:
-            return [*cached.pieces, *live]
+            return list(cached.pieces), self._live.texts
+        return [gzipstream.HEADER, cached.deflated], lambda: self._gzip_end(cached)
+
+    def _gzip_end(self, cached: _Rendered) -> list[bytes]:
+        live = self._live.texts()
         crc, length = gzipstream.checksum(live, cached.crc)
-        trailer = gzipstream.trailer(crc, cached.length + length)
-        return [gzipstream.HEADER, cached.deflated, self._live.segment(live), trailer]
+        return [self._live.segment(live), gzipstream.trailer(crc, cached.length + length)]
+
+    def pieces(self, gzipped: bool = False) -> list[bytes]:
+        first, rest = self.answer(gzipped)
+        return [*first, *rest()]
 
     def body(self, gzipped: bool = False) -> bytes:
         return b"".join(self.pieces(gzipped))

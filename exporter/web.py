@@ -150,16 +150,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8", send_body)
 
     def _metrics(self, send_body: bool) -> None:
+        """Chunked: the per-function part goes out while the self-metrics are collected (a
+        HEAD answer has the whole length instead)."""
         gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
-        pieces = self.server.exposition.pieces(gzipped)
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(sum(map(len, pieces))))
         if gzipped:
             self.send_header("Content-Encoding", "gzip")
+        if not send_body:
+            pieces = self.server.exposition.pieces(gzipped)
+            self.send_header("Content-Length", str(sum(map(len, pieces))))
+            self.end_headers()
+            return
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        if send_body:
-            write_pieces(self.connection, self.wfile, pieces)
+        first, rest = self.server.exposition.answer(gzipped)
+        write_pieces(self.connection, self.wfile, _chunk(first))
+        write_pieces(self.connection, self.wfile, [*_chunk(rest()), b"0\r\n\r\n"])
 
     def _send(
         self,
@@ -200,6 +207,12 @@ def write_pieces(
             first += 1
         if sent:
             views[first] = views[first][sent:]
+
+
+def _chunk(pieces: list[bytes]) -> list[bytes]:
+    """The pieces as one HTTP/1.1 chunk (none when empty: a chunk of 0 ends the body)."""
+    length = sum(map(len, pieces))
+    return [b"%x\r\n" % length, *pieces, b"\r\n"] if length else []
 
 
 def _grouped(pieces: Sequence[bytes], size: int) -> Iterator[bytes]:
