@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import gzip
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,13 +71,17 @@ class CachedExposition:
         generation: Callable[[], int],
         live: CollectorRegistry,
         min_render_gap: float = MIN_RENDER_GAP,
+        on_error: Callable[[Exception], None] = lambda error: None,
     ) -> None:
         self._functions = functions
         self._generation = generation
         self._live = live
         self._gap = min_render_gap
+        self._on_error = on_error
         self._lock = threading.Lock()
         self._current: _Rendered | None = None
+        self._unrendered_since: float | None = None  # monotonic time of the oldest change
+        self.last_render_time: float | None = None  # Unix time of the latest render
         self._changed = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,7 +104,14 @@ class CachedExposition:
 
     def notify(self) -> None:
         """The state changed: the renderer will pick it up."""
+        if self._unrendered_since is None:
+            self._unrendered_since = time.monotonic()
         self._changed.set()
+
+    def unrendered_for(self) -> float:
+        """Seconds since the oldest change of the state that /metrics does not show yet."""
+        since = self._unrendered_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def body(self, gzipped: bool = False) -> bytes:
         cached = self._latest()
@@ -121,9 +133,16 @@ class CachedExposition:
         with self._lock:  # concurrent renders share one
             current = self._current
             if current is None or not self._is_current(current):
+                pending, self._unrendered_since = self._unrendered_since, None
                 generation = self._generation()
-                current = _Rendered(generation, self._functions())
+                try:
+                    current = _Rendered(generation, self._functions())
+                except Exception:
+                    if pending is not None:  # still not shown: the oldest change counts
+                        self._unrendered_since = pending
+                    raise
                 self._current = current
+                self.last_render_time = time.time()
                 _trim_memory()
             return current
 
@@ -133,5 +152,9 @@ class CachedExposition:
             self._changed.clear()
             if self._stopped.is_set():
                 return
-            self._render()
+            try:
+                self._render()
+            except Exception as err:  # a bug: /metrics keeps the last render, health says so
+                self._on_error(err)
+                self._changed.set()  # try again after the gap
             self._stopped.wait(self._gap)  # at most one render per gap, however busy the state

@@ -34,6 +34,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         *,
         landing_page: Callable[[], bytes],
         ready: Callable[[], bool],
+        health_problems: Callable[[], list[str]] = list,
         reload: Callable[[], str | None],
         tls: TLSContextSource | None = None,
         auth: BasicAuth | None = None,
@@ -41,6 +42,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self.exposition = exposition
         self.landing_page = landing_page
         self.ready = ready
+        self.health_problems = health_problems
         self.reload = reload
         self.auth = auth or BasicAuth({})
         self.tls = tls
@@ -135,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.OK, self.server.landing_page(), "text/html; charset=utf-8", send_body
             )
         elif path == "/-/healthy":
-            self._send(HTTPStatus.OK, b"Healthy\n", "text/plain; charset=utf-8", send_body)
+            self._healthy(send_body)
         elif path == "/-/reload":
             self._method_not_allowed()
         elif path == "/-/ready":
@@ -145,6 +147,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, body, "text/plain; charset=utf-8", send_body)
         else:
             self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8", send_body)
+
+    def _healthy(self, send_body: bool) -> None:
+        problems = self.server.health_problems()
+        if problems:
+            body = "Unhealthy: " + "; ".join(problems) + "\n"
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, body.encode(), _TEXT, send_body)
+        else:
+            self._send(HTTPStatus.OK, b"Healthy\n", _TEXT, send_body)
 
     def _metrics(self, send_body: bool) -> None:
         gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
