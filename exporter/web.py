@@ -8,7 +8,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,8 +38,10 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         reload: Callable[[], str | None],
         tls: TLSContextSource | None = None,
         auth: BasicAuth | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.exposition = exposition
+        self.headers = dict(headers or {})  # the web config's, added to every response
         self.landing_page = landing_page
         self.ready = ready
         self.health_problems = health_problems
@@ -68,7 +70,16 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                 )
                 return
             request.settimeout(None)
+            if not self._admits(request, client_address[0]):
+                return
         super().finish_request(request, client_address)
+
+    def _admits(self, request: ssl.SSLSocket, client: str) -> bool:
+        """client_allowed_sans, checked on the verified certificate after the handshake."""
+        refusal = self.tls.admits(request) if self.tls is not None else None
+        if refusal is not None:
+            log.warning("TLS client refused", extra={"client": client, "reason": refusal})
+        return refusal is None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -177,6 +188,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(body)
+
+    def end_headers(self) -> None:
+        for name, value in self.server.headers.items():
+            self.send_header(name, value)
+        super().end_headers()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("http request", extra={"client": self.address_string(), "line": format % args})
