@@ -192,6 +192,7 @@ class Exporter:
             reload=self.reload_from_thread,
             tls=TLSContextSource(web.tls_server_config) if web and web.tls_server_config else None,
             auth=BasicAuth(web.basic_auth_users) if web else None,
+            headers=web.headers if web else None,
         )
         self._ready_from: int | None = None
         self._ready_latched = False

@@ -60,6 +60,7 @@ def secured(
     web.write_text(
         f"tls_server_config:\n  cert_file: {tls_files['cert']}\n  key_file: {tls_files['key']}\n"
         f"{client_auth}basic_auth_users:\n  prometheus: {hashed}\n"
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
     )
     simulator.put_function("tls", "fn")
     config = write_config(tmp_path, simulator.url, {"tls": ["fn"]})
@@ -87,6 +88,8 @@ def test_tls_with_basic_auth(secured: str, tls_files: dict[str, Path]) -> None:
             assert denied.status_code == 401
             assert denied.headers["WWW-Authenticate"] == 'Basic realm="mudbase-exporter"'
             assert "mudbase_function_up" not in denied.text
+            assert denied.headers["X-Frame-Options"] == "deny"  # the web config's headers
+        assert ok.headers["X-Frame-Options"] == "deny"
         assert http.get(f"{secured}/", auth=("prometheus", "nope")).status_code == 401
         assert http.post(f"{secured}/-/reload").status_code == 401
     plain = secured.replace("https://", "http://")
