@@ -1,4 +1,4 @@
-"""Writes deploy/kubernetes/operator/prometheusrule.yaml from prometheus/mudbase-rules.yml (one source).
+"""Writes deploy/kubernetes/operator/prometheusrule.yaml from prometheus/mudbase-rules.yml.
 
 Run `python deploy/kubernetes/build_prometheusrule.py` after changing the rules; the test suite
 checks that the PrometheusRule's groups are identical to the rule file's (`--check`).
