@@ -200,7 +200,7 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
         fixed = ExporterHTTPServer(
             ("127.0.0.1", 0),
             _FixedBody(body),  # type: ignore[arg-type]
-            landing_page=lambda: b"",
+            landing_page=lambda _query: b"",
             ready=lambda: True,
             reload=lambda: None,
         )

@@ -25,7 +25,7 @@ from exporter.config import (
 )
 from exporter.durations import format_duration
 from exporter.exposition import CachedExposition
-from exporter.landing import render_landing_page
+from exporter.landing import Overview, render_landing_page
 from exporter.logs import REDACTOR, get_logger
 from exporter.planner import POLL_DEADLINE_SHARE, RequestPlanner, shard_budget
 from exporter.poller import Poller
@@ -184,8 +184,10 @@ class Exporter:
         self.server = ExporterHTTPServer(
             listen,
             self.exposition,
-            landing_page=lambda: render_landing_page(
-                self.state.snapshot(), format_duration(round(self.planner.interval, 1))
+            landing_page=lambda query: render_landing_page(
+                self.state.snapshot(),
+                query,
+                Overview(self.planner.plan, self.loaded.config.mudbase.url),
             ),
             ready=self._ready,
             health_problems=self.health.problems,

@@ -321,7 +321,7 @@ class Poller:
         else:
             log.debug("listing still failing", project=project, reason=reason.value)
         for key in keys:
-            self._record_failure(key, reason)
+            self._record_failure(key, reason, detail)
 
     def _project_recovered(self, project: str) -> None:
         if self._failing_projects.pop(project, None) is not None:
@@ -392,18 +392,19 @@ class Poller:
         else:
             log.debug("poll succeeded", target=str(key))
 
-    def _record_failure(self, key: TargetKey, reason: Reason) -> TargetState | None:
+    def _record_failure(self, key: TargetKey, reason: Reason, detail: str) -> TargetState | None:
         return self._state.record_failure(
             key,
             reason.value,
             self._clock(),
             keep_values_for=max(self._keep_values_for, 3 * self._planner.interval),
             drop_values=reason is Reason.NOT_FOUND,
+            detail=detail,
         )
 
     def _failed(self, key: TargetKey, reason: Reason, detail: str) -> None:
         self._metrics.poll_errors.labels(reason.value).inc()
-        previous = self._record_failure(key, reason)
+        previous = self._record_failure(key, reason, detail)
         first_failure = previous is None or previous.up is not False
         if first_failure:
             log.warning("poll failed", target=str(key), reason=reason.value, detail=detail)

@@ -31,6 +31,7 @@ class TargetState:
     last_success: float | None = None
     last_error_reason: str | None = None
     last_error_time: float | None = None
+    last_error_detail: str | None = None  # the failure's message, for the landing page
     consecutive_failures: int = 0
     info: FunctionInfo | None = None  # from the list endpoint, for discovered functions
     executions: ExecutionTotals | None = None  # None: no logs answer with executions yet
@@ -175,7 +176,14 @@ class StateStore:
             return True
 
     def record_failure(
-        self, key: TargetKey, reason: str, now: float, keep_values_for: float, drop_values: bool
+        self,
+        key: TargetKey,
+        reason: str,
+        now: float,
+        keep_values_for: float,
+        drop_values: bool,
+        *,
+        detail: str | None = None,
     ) -> TargetState | None:
         """Mark a failed poll. Values survive `keep_values_for` seconds, unless `drop_values`."""
         with self._lock:
@@ -189,6 +197,7 @@ class StateStore:
                 up=False,
                 last_error_reason=reason,
                 last_error_time=now,
+                last_error_detail=detail,
                 consecutive_failures=current.consecutive_failures + 1,
             )
             self._targets[key] = updated

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from exporter.exposition import CONTENT_TYPE, CachedExposition
+from exporter.landing import QueryError
 from exporter.webconfig import BasicAuth, TLSContextSource
 
 log = logging.getLogger("exporter.web")
@@ -32,7 +33,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         address: tuple[str, int],
         exposition: CachedExposition,
         *,
-        landing_page: Callable[[], bytes],
+        landing_page: Callable[[str], bytes],  # the query string -> the page
         ready: Callable[[], bool],
         health_problems: Callable[[], list[str]] = list,
         reload: Callable[[], str | None],
@@ -140,13 +141,11 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = _method_not_allowed
 
     def _dispatch(self, send_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/metrics":
             self._metrics(send_body)
         elif path == "/":
-            self._send(
-                HTTPStatus.OK, self.server.landing_page(), "text/html; charset=utf-8", send_body
-            )
+            self._landing(query, send_body)
         elif path == "/-/healthy":
             self._healthy(send_body)
         elif path == "/-/reload":
@@ -166,6 +165,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, body.encode(), _TEXT, send_body)
         else:
             self._send(HTTPStatus.OK, b"Healthy\n", _TEXT, send_body)
+
+    def _landing(self, query: str, send_body: bool) -> None:
+        try:
+            body = self.server.landing_page(query)
+        except QueryError as err:
+            self._send(HTTPStatus.BAD_REQUEST, f"{err}\n".encode(), _TEXT, send_body)
+            return
+        self._send(HTTPStatus.OK, body, "text/html; charset=utf-8", send_body)
 
     def _metrics(self, send_body: bool) -> None:
         gzipped = "gzip" in self.headers.get("Accept-Encoding", "")

@@ -181,7 +181,7 @@ def serve(pki: dict[str, Path], tmp_path: Path) -> Iterator[Callable[[str], int]
         server = ExporterHTTPServer(
             ("127.0.0.1", 0),
             CachedExposition(list, lambda: 0, CollectorRegistry()),
-            landing_page=lambda: b"",
+            landing_page=lambda query: b"",
             ready=lambda: True,
             reload=lambda: None,
             tls=TLSContextSource(config.tls_server_config),

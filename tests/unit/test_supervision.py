@@ -57,7 +57,7 @@ def test_a_failing_render_is_counted_health_says_so_and_the_next_render_recovers
     server = ExporterHTTPServer(
         ("127.0.0.1", 0),
         exposition,
-        landing_page=lambda: b"",
+        landing_page=lambda query: b"",
         ready=lambda: True,
         reload=lambda: None,
         health_problems=health.problems,
