@@ -127,9 +127,11 @@ def overview() -> list[Panel]:
             ),
             stat(
                 "Failures (1h)",
-                "Failed executions of all selected functions in the last hour.",
+                "Failed executions of all selected functions in the last hour: the "
+                "recorded 5m blocks, summed every 5 minutes.",
                 "short",
-                f"sum(mudbase_function:failed_executions:increase1h{{{SEL}}})",
+                "sum(sum_over_time(mudbase_function:failed_executions:increase5m"
+                f"{{{SEL}}}[1h:5m]))",
             ),
             stat(
                 "Average execution time",
@@ -172,7 +174,8 @@ def per_function() -> list[Panel]:
             ),
             series(
                 "Failures per minute",
-                "Failed executions per minute, 5-minute average.",
+                "Failed executions per minute, 5-minute average (from the execution "
+                "counters where they saw known outcomes, else from Mudbase's stats).",
                 "opm",
                 [(f"mudbase_function:failed_executions:increase5m{{{SEL}}} / 5", legend)],
             ),
