@@ -127,11 +127,11 @@ def overview() -> list[Panel]:
             ),
             stat(
                 "Failures (1h)",
-                "Failed executions of all selected functions in the last hour: the "
-                "recorded 5m blocks, summed every 5 minutes.",
+                "Failed executions of all selected functions in the last hour: each "
+                "function's failure ratio over 1h times its executions over 1h.",
                 "short",
-                "sum(sum_over_time(mudbase_function:failed_executions:increase5m"
-                f"{{{SEL}}}[1h:5m]))",
+                f"sum(mudbase_function:failure_ratio:1h{{{SEL}}}"
+                f" * mudbase_function:executions:increase1h{{{SEL}}})",
             ),
             stat(
                 "Average execution time",
