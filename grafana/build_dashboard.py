@@ -127,9 +127,11 @@ def overview() -> list[Panel]:
             ),
             stat(
                 "Failures (1h)",
-                "Failed executions of all selected functions in the last hour.",
+                "Failed executions of all selected functions in the last hour: each "
+                "function's failure ratio over 1h times its executions over 1h.",
                 "short",
-                f"sum(mudbase_function:failed_executions:increase1h{{{SEL}}})",
+                f"sum(mudbase_function:failure_ratio:1h{{{SEL}}}"
+                f" * mudbase_function:executions:increase1h{{{SEL}}})",
             ),
             stat(
                 "Average execution time",
@@ -172,7 +174,8 @@ def per_function() -> list[Panel]:
             ),
             series(
                 "Failures per minute",
-                "Failed executions per minute, 5-minute average.",
+                "Failed executions per minute, 5-minute average (from the execution "
+                "counters where they saw known outcomes, else from Mudbase's stats).",
                 "opm",
                 [(f"mudbase_function:failed_executions:increase5m{{{SEL}}} / 5", legend)],
             ),
