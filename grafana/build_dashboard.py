@@ -30,6 +30,11 @@ def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
     }
 
 
+RECORDED = "mudbase_function:"  # the prefix of every series prometheus/mudbase-rules.yml records
+NEEDS_RULES = " Reads the recording rules of prometheus/mudbase-rules.yml."
+NO_RULES_NOTE = "No data. Is prometheus/mudbase-rules.yml loaded in Prometheus?"
+
+
 def panel(
     kind: str,
     title: str,
@@ -41,12 +46,16 @@ def panel(
     height: int = 8,
     **options: Any,
 ) -> Panel:
+    defaults = {"unit": unit, **options.pop("defaults", {})}
+    if any(RECORDED in expr for expr, _ in exprs):  # say so where nothing would show otherwise
+        description += NEEDS_RULES
+        defaults["noValue"] = NO_RULES_NOTE
     return {
         "type": kind,
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
-        "fieldConfig": {"defaults": {"unit": unit, **options.pop("defaults", {})}, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": options.pop("options", {}),
         "targets": [_target(e, legend, chr(ord("A") + i)) for i, (e, legend) in enumerate(exprs)],
         "gridPos": {"w": width, "h": height},
