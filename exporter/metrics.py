@@ -1,7 +1,8 @@
 """Every metric the exporter publishes: name, type, HELP text and labels, in one place.
 
-The collector and the self-metrics are built from these specs, and a test checks the README's
-metrics table against the live exposition, so this module is the single source of truth.
+The collector and the self-metrics are built from these specs, and a test checks the metrics
+table of docs/metrics.md against them and the live exposition: this module is the single source
+of truth.
 """
 
 from dataclasses import dataclass

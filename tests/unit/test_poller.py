@@ -287,7 +287,7 @@ class Lister:
         self.functions = functions
         self.fail_from_page = math.inf
         self.absent: set[str] = set()  # left out of the listing (paging drift, a flap)
-        self.logs_answer: PollError | None = None
+        self.logs_answer: Exception | None = None
         self.planner: RequestPlanner | None = None
 
     async def function_logs(
@@ -451,3 +451,28 @@ async def test_a_bug_outside_a_poll_is_counted_and_the_next_poll_runs_on_time() 
     await asyncio.sleep(60)
     assert state.snapshot()[KEYS[0]].up  # the loop went on: the next poll, on time
     await p.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_bug_in_a_listing_or_a_logs_request_is_counted_and_the_next_round_works() -> None:
+    lister, state = Lister(2), StateStore()
+    metrics = ExporterMetrics(CollectorRegistry())
+    p = poller(lister, state, interval=3600, metrics=metrics)
+    p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await p.stop()  # no polls on their own: this test lists when it says
+    publish, bugs = p._publish, [KeyError("a bug in publishing")]
+
+    def failing_once(*args: Any) -> None:
+        if bugs:
+            raise bugs.pop()
+        publish(*args)
+
+    p._publish = failing_once  # type: ignore[method-assign,assignment]
+    lister.logs_answer = ValueError("a bug in parsing")
+    await p.poll_project("proj")
+    assert metrics.loop_errors._counter.labels("list")._value.get() == 1
+    assert state.snapshot() == {}  # nothing published from the failed listing
+    await p.poll_project("proj")
+    await asyncio.gather(*p._background)
+    assert len(state.snapshot()) == 2  # the next listing works
+    assert metrics.loop_errors._counter.labels("logs")._value.get() == 2  # one per function
