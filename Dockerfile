@@ -2,7 +2,7 @@
 # Build: docker build -t mudbase-exporter .
 # Run:   docker run -p 9717:9717 -e MUDBASE_TOKEN=... -v $PWD/config.yaml:/etc/mudbase-exporter/config.yaml:ro mudbase-exporter
 #        (the image runs as user 10001 and works with --read-only)
-# Demo:  docker run -p 9717:9717 mudbase-exporter --demo
+# Demo:  docker run -p 9717:9717 mudbase-exporter --demo --web.listen-address=:9717
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -25,13 +25,14 @@ from exporter.config import (
 )
 from exporter.durations import format_duration
 from exporter.exposition import CachedExposition
-from exporter.landing import render_landing_page
+from exporter.landing import Overview, render_landing_page
 from exporter.logs import REDACTOR, get_logger
 from exporter.planner import POLL_DEADLINE_SHARE, RequestPlanner, shard_budget
 from exporter.poller import Poller
 from exporter.selfmetrics import ExporterMetrics
 from exporter.session import Session
 from exporter.state import StateStore
+from exporter.supervision import Health, Loop
 from exporter.targets import FunctionSettings, Shard, TargetKey
 from exporter.web import ExporterHTTPServer, start_http_server
 from exporter.webconfig import BasicAuth, TLSContextSource, WebConfig
@@ -106,6 +107,13 @@ class _Auth:
     identity: tuple[object, ...]
     credential: Credential
     http: httpx.AsyncClient
+    renewal: asyncio.Task[None] | None = None  # a login session renews on its own timer
+
+    async def close(self) -> None:
+        if self.renewal is not None:
+            self.renewal.cancel()
+            await asyncio.gather(self.renewal, return_exceptions=True)
+        await self.http.aclose()
 
 
 @dataclass
@@ -165,19 +173,28 @@ class Exporter:
         )
         self._mark_loaded()
         self.exposition = CachedExposition(
-            self.functions.render_parts, lambda: self.state.generation, self.registry
+            self.functions.render_parts,
+            lambda: self.state.generation,
+            self.registry,
+            on_error=lambda error: self.metrics.loop_errors.caught(Loop.RENDER, error),
         )
+        self.metrics.last_render.set_function(lambda: self.exposition.last_render_time or 0.0)
+        self.health = Health(self.exposition.unrendered_for)
         self.state.subscribe(self.exposition.notify)
         self.server = ExporterHTTPServer(
             listen,
             self.exposition,
-            landing_page=lambda: render_landing_page(
-                self.state.snapshot(), format_duration(round(self.planner.interval, 1))
+            landing_page=lambda query: render_landing_page(
+                self.state.snapshot(),
+                query,
+                Overview(self.planner.plan, self.loaded.config.mudbase.url),
             ),
             ready=self._ready,
+            health_problems=self.health.problems,
             reload=self.reload_from_thread,
             tls=TLSContextSource(web.tls_server_config) if web and web.tls_server_config else None,
             auth=BasicAuth(web.basic_auth_users) if web else None,
+            headers=web.headers if web else None,
         )
         self._ready_from: int | None = None
         self._ready_latched = False
@@ -206,13 +223,15 @@ class Exporter:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.exposition.start()
+        heartbeat = asyncio.create_task(self.health.beat(self.metrics.loop_errors))
         start_http_server(self.server)
         self._runtime = await self._start(self.loaded)
         await self._stop.wait()
         log.info("shutting down")
+        heartbeat.cancel()
         await self._runtime.close()
         if self._auth is not None:
-            await self._auth.http.aclose()
+            await self._auth.close()
         self.server.shutdown()
         self.server.server_close()
         self.exposition.stop()
@@ -232,9 +251,12 @@ class Exporter:
             return self._auth.credential
         http = new_http_client(2, request_timeout(loaded))
         credential = make_credential(loaded, http, self.metrics.observe_request, self.shard.total)
-        old, self._auth = self._auth, _Auth(identity, credential, http)
+        renewal = None
+        if isinstance(credential, Session):
+            renewal = asyncio.create_task(credential.keep_fresh(self.metrics.loop_errors))
+        old, self._auth = self._auth, _Auth(identity, credential, http, renewal)
         if old is not None:
-            await old.http.aclose()
+            await old.close()
         return credential
 
     async def _start(self, loaded: LoadedConfig) -> _Runtime:

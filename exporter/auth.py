@@ -14,8 +14,10 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from exporter.config import read_token_file
-from exporter.logs import REDACTOR
+from exporter.config import FileReadError, read_token_file
+from exporter.logs import REDACTOR, get_logger
+
+log = get_logger("exporter.auth")
 
 
 class Credential(Protocol):
@@ -62,12 +64,16 @@ class StaticToken:
 
 
 class FileSecret:
-    """A secret in a file, re-read whenever the file changes (a rotated Kubernetes secret)."""
+    """A secret in a file, re-read whenever the file changes (a rotated Kubernetes secret).
+
+    A file that no longer reads (a directory, not UTF-8, unreadable, gone, empty) keeps the last
+    good secret, and says why in one log line (once, until the reason changes)."""
 
     def __init__(self, path: Path, initial: SecretStr) -> None:
         self._path = path
         self.value = initial
         self._stamp = self._file_stamp()
+        self._problem: str | None = None
 
     def current(self) -> SecretStr:
         if self._file_stamp() != self._stamp:
@@ -86,13 +92,27 @@ class FileSecret:
         self._stamp = self._file_stamp()
         try:
             value = read_token_file(self._path)
-        except OSError:
+        except FileReadError as err:
+            self._report(err.reason)
             return False
-        if not value or value == self.value.get_secret_value():
+        if not value:
+            self._report("the file is empty")
+            return False
+        self._problem = None
+        if value == self.value.get_secret_value():
             return False
         self.value = SecretStr(value)
         REDACTOR.rotate(f"file:{self._path}", value)
         return True
+
+    def _report(self, reason: str) -> None:
+        if reason != self._problem:
+            self._problem = reason
+            log.warning(
+                "cannot re-read the secret file: keeping the last good secret",
+                file=str(self._path),
+                reason=reason,
+            )
 
 
 class FileToken:

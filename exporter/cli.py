@@ -16,6 +16,7 @@ from exporter.web import parse_listen_address
 from exporter.webconfig import WebConfig, load_web_config
 
 DEFAULT_PORT = 9717
+DEMO_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"  # the demo has no auth: loopback unless asked
 log = get_logger("exporter.cli")
 
 
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--web.listen-address",
         dest="listen_address",
-        default=f":{DEFAULT_PORT}",
-        help="address to serve /metrics on (default %(default)s)",
+        default=None,
+        help=f"address to serve /metrics on (default :{DEFAULT_PORT}; {DEMO_LISTEN} with --demo)",
     )
     parser.add_argument(
         "--web.config.file",
@@ -89,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     try:
-        listen = parse_listen_address(args.listen_address)
+        default = DEMO_LISTEN if args.demo else f":{DEFAULT_PORT}"
+        listen = parse_listen_address(args.listen_address or default)
     except ValueError as err:
         print(f"mudbase-exporter: --web.listen-address: {err}", file=sys.stderr)
         return 2

@@ -164,8 +164,11 @@ class MudbaseSettings(_Strict):
     @field_validator("token_file", "password_file", "api_key_file")
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None and not os.access(value, os.R_OK):
-            raise ValueError(f"cannot read file {str(value)!r}")
+        if value is not None:
+            try:
+                read_token_file(value)
+            except FileReadError as err:
+                raise ValueError(str(err)) from None
         return value
 
 
@@ -180,7 +183,17 @@ class Config(_Strict):
     max_age: Duration = 600.0
     execution_metrics: bool = True
     execution_pages: int = Field(default=1, ge=1, le=10)
-    targets: list[TargetSpec] = Field(min_length=1)
+    targets: list[TargetSpec]
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _some_target(cls, value: object) -> object:
+        if isinstance(value, list) and not value:
+            raise ValueError(
+                "the list is empty: add at least one `- project: PROJECT_ID` with "
+                "`functions: [FUNCTION_ID, ...]` or `functions: all`"
+            )
+        return value
 
     @property
     def pages_per_poll(self) -> int:
@@ -292,9 +305,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
     """Read, parse and validate a file. Raises ConfigError listing every problem."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(source, [f"cannot read file: {err.strerror or err}"]) from None
+        text = read_text_file(Path(path))
+    except FileReadError as err:
+        raise ConfigError(source, [str(err)]) from None
     return parse_config(text, source, os.environ if env is None else env)
 
 
@@ -502,11 +515,11 @@ def _empty_file_problems(mudbase: dict[str, Any]) -> list[str]:
     problems = []
     for key in ("token_file", "password_file", "api_key_file"):
         path = mudbase.get(key)
-        if isinstance(path, str) and os.access(path, os.R_OK) and os.path.isfile(path):
+        if isinstance(path, str):
             try:
                 empty = not read_token_file(Path(path))
-            except (OSError, UnicodeDecodeError):
-                continue
+            except FileReadError:
+                continue  # reported by the schema check
             if empty:
                 problems.append(f"mudbase.{key}: the file {path!r} is empty")
     return problems
@@ -545,7 +558,10 @@ def _secret(
     if inline is not None:
         return inline, None if inline.get_secret_value() else f"mudbase.{file_key[:-5]}: empty"
     if file is not None:
-        value = read_token_file(file)
+        try:
+            value = read_token_file(file)
+        except FileReadError as err:  # changed since the schema check read it
+            return SecretStr(""), f"mudbase.{file_key}: {err}"
         problem = None if value else f"mudbase.{file_key}: the file {str(file)!r} is empty"
         return SecretStr(value), problem
     return SecretStr((from_env or "").strip()), None
@@ -555,6 +571,34 @@ def _origin(inline: SecretStr | None, file: Path | None) -> CredentialSource:
     return "config" if inline is not None else "file" if file is not None else "env"
 
 
+class FileReadError(Exception):
+    """A file that cannot be read as text; str() is `cannot read 'PATH': REASON`."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot read {str(path)!r}: {reason}")
+
+
+def os_reason(err: OSError) -> str:
+    """An OS error's reason in lower case, without the errno or path: `permission denied`."""
+    reason = err.strerror or type(err).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file's content. Raises FileReadError saying why it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise FileReadError(path, os_reason(err)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FileReadError(path, f"not UTF-8 text (byte {err.start})") from None
+
+
 def read_token_file(path: Path) -> str:
-    """The token in a file, surrounding whitespace removed (a mounted secret ends in a newline)."""
-    return path.read_text(encoding="utf-8").strip()
+    """The token in a file, surrounding whitespace removed (a mounted secret ends in a newline).
+    Raises FileReadError saying why it cannot be read."""
+    return read_text_file(path).strip()

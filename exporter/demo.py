@@ -1,5 +1,7 @@
 """`mudbase-exporter --demo`: the simulator and the exporter in one process, no account needed."""
 
+import ipaddress
+
 from pydantic import SecretStr
 
 from exporter.app import Exporter, install_signal_handlers
@@ -28,6 +30,23 @@ def demo_config(simulator_url: str) -> LoadedConfig:
     return LoadedConfig(config, credentials, "(built-in demo)")
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+def _exposure_note(host: str, port: int) -> str:
+    """How to open the demo up when it listens on loopback only; a warning when it does not."""
+    if _loopback(host):
+        return (
+            "Listening on this machine only. To reach it from elsewhere (or from outside a\n"
+            f"container), add --web.listen-address=:{port} (every interface, no authentication).\n"
+        )
+    return "Listening beyond this machine with no authentication: whoever reaches it can read it.\n"
+
+
 async def run_demo(listen: tuple[str, int], web: WebConfig | None = None) -> int:
     runner, sim_port = await serve_simulator(demo_simulator(), "127.0.0.1", 0)
     simulator_url = f"http://127.0.0.1:{sim_port}"
@@ -48,6 +67,7 @@ async def run_demo(listen: tuple[str, int], web: WebConfig | None = None) -> int
         f"  landing page:  {base}/\n"
         f"  metrics:       {base}/metrics\n"
         f"  simulator:     {simulator_url}/_sim/state\n"
+        f"{_exposure_note(listen[0], exporter.port)}"
         "Stop with Ctrl-C.\n",
         flush=True,
     )

@@ -14,10 +14,12 @@ the histogram's coverage is visible.
 
 import bisect
 import functools
+import math
+import time
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from exporter.upstream import Execution
@@ -33,7 +35,9 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 PAGE_SIZE = 100  # the logs endpoint's maximum `limit`
 MIN_PAGE = 10  # the smallest page asked for once the cursor is placed
-FUTURE_TOLERANCE = timedelta(minutes=10)
+FUTURE_TOLERANCE = 600.0  # seconds
+LOOKBACK = 900.0  # seconds behind the newest execution in which a late one is still counted
+MAX_SEEN = 128  # executions kept in that window, per function
 MAX_LAG = PAGE_SIZE  # executions seen before the stats count them (eventual consistency), kept
 
 Kind = tuple[str, str, str]  # outcome, trigger_type, invoked_by
@@ -66,48 +70,74 @@ def page_limit(expected_new: int | None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """The newest execution time counted, and the IDs counted at exactly that time."""
+    """What was counted: the executions seen in a lookback window behind the newest one.
 
-    newest: datetime
-    ids_at_newest: frozenset[str]
+    An execution is new if it is dated at or after `floor` and not among the seen ones. The
+    window keeps at most `MAX_SEEN` executions of the last `LOOKBACK` seconds (hashes of their
+    IDs and their times, oldest first: about 2 KB a function at most), so an execution that
+    shows up after newer ones (dated by its start, it ran long or timed out) is counted once if
+    it is inside the window; the floor rises past what leaves it, and anything older is only
+    seen by the stats (unobserved).
+    """
+
+    floor: float  # Unix time: executions dated before it are not counted
+    newest: float
+    seen_at: "array[float]" = field(default_factory=lambda: array("d"))
+    seen_ids: "array[int]" = field(default_factory=lambda: array("q"))
+
+    @classmethod
+    def placed_at(cls, executions: Iterable[Execution]) -> "Cursor":
+        """The first answer: nothing before its newest execution is ever counted."""
+        moved = cls(-math.inf, -math.inf).moved_to(executions)
+        return replace(moved, floor=moved.newest)
 
     def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
-        """The executions after the cursor (one comprehension: it runs 100 times an answer)."""
-        newest, ids = self.newest, self.ids_at_newest
-        new = [
+        """The executions not counted yet (one comprehension: it runs 100 times an answer)."""
+        floor, seen, horizon = self.floor, set(self.seen_ids), _horizon()
+        return [
             e
             for e in executions
             if (at := e.executed_at) is not None
-            and (at > newest or (at == newest and _identity(e) not in ids))
+            and floor <= at.timestamp() <= horizon
+            and hash(_identity(e)) not in seen
         ]
-        horizon = _horizon()
-        if new and max(e.executed_at for e in new if e.executed_at) > horizon:
-            new = [e for e in new if e.executed_at and e.executed_at <= horizon]
-        return new
 
     def moved_to(self, executions: Iterable[Execution]) -> "Cursor":
-        newest, ids, horizon = self.newest, set(self.ids_at_newest), _horizon()
+        """The cursor once `executions` (new ones) are counted too."""
+        horizon = _horizon()
+        entries = dict(zip(self.seen_ids, self.seen_at, strict=True))
         for execution in executions:
             at = execution.executed_at
-            if at is None or at < newest or at > horizon:
-                continue
-            if at > newest:
-                newest, ids = at, set()
-            ids.add(_identity(execution))
-        return Cursor(newest, frozenset(ids))
+            if at is not None and self.floor <= (moment := at.timestamp()) <= horizon:
+                entries[hash(_identity(execution))] = moment
+        if not entries:
+            return self
+        kept = sorted(entries.items(), key=lambda entry: entry[1])
+        newest = max(self.newest, kept[-1][1])
+        floor = max(self.floor, newest - LOOKBACK)
+        kept = [entry for entry in kept if entry[1] >= floor]
+        if len(kept) > MAX_SEEN:  # the window is full: the floor rises past what leaves it
+            floor = max(floor, math.nextafter(kept[-MAX_SEEN - 1][1], math.inf))
+            kept = kept[-MAX_SEEN:]
+        return Cursor(
+            floor,
+            newest,
+            array("d", (at for _, at in kept)),
+            array("q", (identity for identity, _ in kept)),
+        )
 
 
-def _horizon() -> datetime:
+def _horizon() -> float:
     """Executions dated further ahead than this are ignored (a clock gone wrong upstream): one
     would otherwise hold the cursor in the future and stop all counting until a restart."""
-    return datetime.now(UTC) + FUTURE_TOLERANCE
+    return time.time() + FUTURE_TOLERANCE
 
 
 def _identity(execution: Execution) -> str:
     return execution.id if execution.id else repr(execution.executed_at)
 
 
-_EMPTY_CURSOR = Cursor(datetime.min.replace(tzinfo=UTC), frozenset())
+_EMPTY_CURSOR = Cursor(-math.inf, -math.inf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +179,7 @@ class ExecutionTotals:
         that started the watch (if any) was not observed."""
         return replace(
             self,
-            cursor=_EMPTY_CURSOR.moved_to(executions),
+            cursor=Cursor.placed_at(executions),
             placed=True,
             unobserved=self.unobserved + self._reported(total),
             last_total=self.last_total if total is None else total,

@@ -18,6 +18,7 @@ self-metrics are collected on every scrape, never stale (see `selftext`).
 import ctypes
 import ctypes.util
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -68,6 +69,8 @@ class CachedExposition:
         generation: Callable[[], int],
         live: CollectorRegistry,
         min_render_gap: float = MIN_RENDER_GAP,
+        on_error: Callable[[Exception], None] = lambda error: None,
+        *,
         segments: SegmentCache | None = None,
     ) -> None:
         self._functions = functions
@@ -75,8 +78,11 @@ class CachedExposition:
         self._live = SelfMetricsText(live)
         self._segments = segments or SegmentCache()
         self._gap = min_render_gap
+        self._on_error = on_error
         self._lock = threading.Lock()
         self._current: _Rendered | None = None
+        self._unrendered_since: float | None = None  # monotonic time of the oldest change
+        self.last_render_time: float | None = None  # Unix time of the latest render
         self._changed = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,7 +105,14 @@ class CachedExposition:
 
     def notify(self) -> None:
         """The state changed: the renderer will pick it up."""
+        if self._unrendered_since is None:
+            self._unrendered_since = time.monotonic()
         self._changed.set()
+
+    def unrendered_for(self) -> float:
+        """Seconds since the oldest change of the state that /metrics does not show yet."""
+        since = self._unrendered_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def answer(self, gzipped: bool = False) -> tuple[list[bytes], Callable[[], list[bytes]]]:
         """What a scrape sends, in two parts: the per-function part, ready, and a function for
@@ -135,14 +148,25 @@ class CachedExposition:
         with self._lock:  # concurrent renders share one
             current = self._current
             if current is None or not self._is_current(current):
+                pending, self._unrendered_since = self._unrendered_since, None
                 generation = self._generation()
-                chunks = self._functions()
-                pieces = tuple(piece for chunk in chunks for piece in chunk)
-                deflated = b"".join(self._segments.segments(chunks))
-                current = _Rendered(generation, pieces, deflated, *gzipstream.checksum(pieces))
+                try:
+                    current = self._rendered(generation)
+                except Exception:
+                    if pending is not None:  # still not shown: the oldest change counts
+                        self._unrendered_since = pending
+                    raise
                 self._current = current
+                self.last_render_time = time.time()
                 _trim_memory()
             return current
+
+    def _rendered(self, generation: int) -> _Rendered:
+        """The functions' chunks: their pieces, and only the new chunks compressed."""
+        chunks = self._functions()
+        pieces = tuple(piece for chunk in chunks for piece in chunk)
+        deflated = b"".join(self._segments.segments(chunks))
+        return _Rendered(generation, pieces, deflated, *gzipstream.checksum(pieces))
 
     def _render_loop(self) -> None:
         while not self._stopped.is_set():
@@ -150,5 +174,9 @@ class CachedExposition:
             self._changed.clear()
             if self._stopped.is_set():
                 return
-            self._render()
+            try:
+                self._render()
+            except Exception as err:  # a bug: /metrics keeps the last render, health says so
+                self._on_error(err)
+                self._changed.set()  # try again after the gap
             self._stopped.wait(self._gap)  # at most one render per gap, however busy the state

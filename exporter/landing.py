@@ -1,63 +1,354 @@
-"""The HTML landing page at `/`: every target's health at a glance. Everything is escaped."""
+"""The status page at `/`: what an operator keeps open beside the dashboards.
 
+Server-rendered from one state snapshot, no JavaScript. Every function is ranked worst first
+(failing polls, then stale data, then not polled yet, then the lowest success ratio); one page
+shows `PAGE_SIZE` of them, filtered by `?q=` (a substring of project/function or name) and
+paged by `?page=`. The request budget and the effective interval come from the planner's plan.
+Everything taken from the config, Mudbase or the query string is HTML-escaped; error details
+are redacted of known secrets; the Mudbase URL is shown without user info.
+"""
+
+import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum
 from html import escape
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from exporter import __version__
+from exporter.durations import format_duration
+from exporter.logs import REDACTOR
+from exporter.planner import Plan, RequestKind
 from exporter.state import TargetKey, TargetState
 
-_STYLE = (
-    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-    ".up{color:#1a7f37}.down{color:#cf222e}.pending{color:#9a6700}"
-)
+PAGE_SIZE = 100
+MAX_FILTER_CHARS = 200
+MAX_PAGE = 100_000
+DETAIL_CHARS = 300  # an error's detail is cut to this length on the page
+STALE_INTERVALS = 3  # data older than this many effective intervals is stale
+REFRESH_BOUNDS = (5, 60)  # seconds: the page reloads every interval, within these bounds
+DOCS_URL = "https://github.com/mudbase/mudbase-exporter#readme"
+_UNKNOWN_RATIO = 2.0  # sorts after every real ratio
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1f2328}
+h1{font-size:1.4em;margin:0 0 .3em}p{margin:.3em 0}
+table{border-collapse:collapse;margin-top:.8em;width:100%}
+th,td{border-bottom:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:0 6px;border-radius:8px;color:#fff;font-size:.85em}
+.failing{background:#cf222e}.stale{background:#bc4c00}.pending{background:#9a6700}
+.up{background:#1a7f37}.bad{color:#cf222e;font-weight:600}.muted{color:#656d76}
+.detail{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-all}
+nav a{margin-right:1em}form{margin:.8em 0 0}
+"""
+
+
+class QueryError(ValueError):
+    """A query string the page does not accept; the message says why."""
+
+
+class Status(IntEnum):
+    """A function's health on the page, worst first."""
+
+    FAILING = 0  # its last poll failed
+    STALE = 1  # polled, but its last success is older than STALE_INTERVALS intervals
+    PENDING = 2  # not polled yet
+    UP = 3
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """What the query string asks for: a filter and a 1-based page."""
+
+    q: str = ""
+    page: int = 1
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What the page shows beside the functions: the planner's plan and the Mudbase URL."""
+
+    plan: Plan
+    mudbase_url: str
+
+
+@dataclass(frozen=True)
+class _Row:
+    state: TargetState
+    status: Status
+
+
+def parse_query(query: str) -> PageRequest:
+    """`q` (at most 200 printable characters) and `page` (a positive integer); others ignored."""
+    try:
+        params = parse_qs(query, keep_blank_values=True, max_num_fields=20)
+    except ValueError as err:
+        raise QueryError(f"invalid query string: {err}") from None
+    for name in ("q", "page"):
+        if len(params.get(name, ())) > 1:
+            raise QueryError(f"{name}: given more than once")
+    text = params.get("q", [""])[0].strip()
+    if len(text) > MAX_FILTER_CHARS or not text.isprintable():
+        raise QueryError(f"q: at most {MAX_FILTER_CHARS} printable characters")
+    page = params.get("page", ["1"])[0]
+    if not (page.isascii() and page.isdigit()) or not 1 <= int(page) <= MAX_PAGE:
+        raise QueryError(f"page: a whole number from 1 to {MAX_PAGE}")
+    return PageRequest(text, int(page))
+
+
+def status_of(state: TargetState, now: float, interval: float) -> Status:
+    if state.up is None:
+        return Status.PENDING
+    if not state.up:
+        return Status.FAILING
+    if state.last_success is None or now - state.last_success > STALE_INTERVALS * interval:
+        return Status.STALE
+    return Status.UP
+
+
+def _ratio(state: TargetState) -> float | None:
+    return state.stats.success_ratio if state.stats else None
+
+
+def _rank(row: _Row) -> tuple[int, int, float, TargetKey]:
+    ratio = _ratio(row.state)
+    failures = row.state.consecutive_failures if row.status is Status.FAILING else 0
+    return (row.status, -failures, _UNKNOWN_RATIO if ratio is None else ratio, row.state.key)
+
+
+def _matches(state: TargetState, needle: str) -> bool:
+    name = state.info.name if state.info else ""
+    return needle in f"{state.key.project}/{state.key.function}\n{name}".casefold()
+
+
+def worst_first(
+    targets: Iterable[TargetState], now: float, interval: float, q: str = ""
+) -> list[_Row]:
+    """The functions matching `q` (case-insensitive), worst first."""
+    needle = q.casefold()
+    rows = [
+        _Row(state, status_of(state, now, interval))
+        for state in targets
+        if not needle or _matches(state, needle)
+    ]
+    rows.sort(key=_rank)
+    return rows
+
+
+def public_url(url: str) -> str:
+    """The URL without user info, query or fragment: nothing secret reaches the page."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+# -- cells ---------------------------------------------------------------------------------
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
 
 
 def _when(timestamp: float | None, now: float) -> str:
     if timestamp is None:
-        return "never"
+        return '<span class="muted">never</span>'
     moment = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"{moment} ({max(0, round(now - timestamp))}s ago)"
+    return f'<span title="{moment}">{_age(now - timestamp)}</span>'
 
 
-def _health(state: TargetState) -> tuple[str, str]:
-    if state.up is None:
-        return "pending", "not polled yet"
-    return ("up", "up") if state.up else ("down", "down")
+def _percent(ratio: float | None, objective: float) -> str:
+    if ratio is None:
+        return '<span class="muted">&ndash;</span>'
+    css = ' class="bad"' if ratio < objective else ""
+    return f'<span{css} title="objective {objective:.2%}">{ratio:.2%}</span>'
 
 
-def _row(state: TargetState, now: float) -> str:
-    css, health = _health(state)
+def _count(value: int | None) -> str:
+    return "&ndash;" if value is None else f"{value:,}"
+
+
+def _executions(state: TargetState) -> str:
+    stats = state.stats
+    if stats is None or stats.total_executions is None:
+        return '<span class="muted">&ndash;</span>'
+    failed = stats.failed_executions
+    suffix = f' <span class="muted">({failed:,} failed)</span>' if failed else ""
+    return f"{stats.total_executions:,}{suffix}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return '<span class="muted">&ndash;</span>'
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _error(state: TargetState, now: float) -> str:
+    if state.last_error_reason is None:
+        return ""
+    detail = REDACTOR.redact(state.last_error_detail or "")
+    shown = escape(detail[:DETAIL_CHARS]) + ("&hellip;" if len(detail) > DETAIL_CHARS else "")
+    text = f"<b>{escape(state.last_error_reason)}</b> {_when(state.last_error_time, now)}"
+    return text + (f'<br><span class="detail">{shown}</span>' if detail else "")
+
+
+def _function(state: TargetState) -> str:
+    name = state.info.name if state.info else ""
+    cell = escape(state.key.function)
+    if name and name != state.key.function:
+        cell += f'<br><span class="muted">{escape(name)}</span>'
+    return cell
+
+
+def _row(row: _Row, now: float) -> str:
+    state, status = row.state, row.status
+    stats = state.stats
+    failures = state.consecutive_failures
+    health = status.name.lower()
+    if status is Status.FAILING and failures > 1:
+        health += f" &times;{failures}"
     cells = (
-        state.key.project,
-        state.key.function,
-        health,
+        f'<span class="badge {status.name.lower()}">{health}</span>',
+        escape(state.key.project),
+        _function(state),
+        _percent(_ratio(state), state.settings.slo_objective),
+        _executions(state),
+        _seconds(stats.avg_execution_seconds if stats else None),
+        _when(stats.last_run_timestamp if stats else None, now),
         _when(state.last_success, now),
-        state.last_error_reason or "",
-        _when(state.last_error_time, now) if state.last_error_time else "",
+        _error(state, now),
     )
-    tds = "".join(f"<td>{escape(c)}</td>" for c in cells)
-    return f'<tr class="{css}">{tds}</tr>'
+    numeric = {3, 4, 5}
+    return (
+        "<tr>"
+        + "".join(
+            f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"
+            for i, c in enumerate(cells)
+        )
+        + "</tr>"
+    )
 
 
-def render_landing_page(targets: Mapping[TargetKey, TargetState], interval: str) -> bytes:
-    now = time.time()
-    rows = "\n".join(_row(state, now) for state in targets.values())
-    up = sum(1 for s in targets.values() if s.up)
+# -- the page ------------------------------------------------------------------------------
+
+
+def _summary(statuses: Sequence[Status]) -> str:
+    counts = dict.fromkeys(Status, 0)
+    for status in statuses:
+        counts[status] += 1
+    parts = [
+        f"<b>{counts[Status.UP]:,}</b> up",
+        f'<b class="{"bad" if counts[Status.FAILING] else ""}">{counts[Status.FAILING]:,}</b> '
+        "failing",
+        f"<b>{counts[Status.STALE]:,}</b> stale",
+        f"<b>{counts[Status.PENDING]:,}</b> not polled yet",
+    ]
+    return f"{len(statuses):,} functions: " + ", ".join(parts) + "."
+
+
+def _budget(plan: Plan) -> str:
+    per_kind = plan.per_15m()
+    planned = sum(per_kind.values())
+    kinds = ", ".join(f"{kind.value} {per_kind[kind]:,.0f}" for kind in RequestKind)
+    interval = format_duration(round(plan.interval, 1))
+    line = (
+        f"Request budget: <b>{planned:,.0f}</b> of {plan.budget:,.0f} requests per 15 minutes "
+        f"planned ({kinds}; logs at most). Every function is polled every <b>{interval}</b>"
+    )
+    if plan.stretched:
+        configured = format_duration(round(plan.configured_interval, 1))
+        line += f' <span class="bad">(configured {configured}, stretched to fit the budget)</span>'
+    return line + "."
+
+
+def _link(request: PageRequest, page: int) -> str:
+    params = {"q": request.q} if request.q else {}
+    return "?" + urlencode({**params, "page": page})
+
+
+def _pager(request: PageRequest, shown: int, total: int, everything: int) -> str:
+    pages = max(1, -(-total // PAGE_SIZE))
+    first = (request.page - 1) * PAGE_SIZE
+    text = (
+        f"Showing {first + 1:,}&ndash;{first + shown:,} of {total:,}"
+        if shown
+        else f"None of {total:,}"
+    )
+    if request.q:
+        text += f" matching &ldquo;{escape(request.q)}&rdquo; (of {everything:,})"
+    links = []
+    if request.page > 1:
+        links.append(
+            f'<a href="{escape(_link(request, min(request.page - 1, pages)))}">&larr; worse</a>'
+        )
+    if request.page < pages:
+        links.append(f'<a href="{escape(_link(request, request.page + 1))}">better &rarr;</a>')
+    return f"<p>{text}; page {request.page:,} of {pages:,}. {' '.join(links)}</p>"
+
+
+def _refresh(plan: Plan) -> int:
+    low, high = REFRESH_BOUNDS
+    return int(min(max(plan.interval, low), high))
+
+
+_COLUMNS = (
+    "Health",
+    "Project",
+    "Function",
+    "Success ratio",
+    "Executions",
+    "Avg time",
+    "Last run",
+    "Last success",
+    "Last error",
+)
+
+
+def render_landing_page(
+    targets: Mapping[TargetKey, TargetState],
+    query: str,
+    overview: Overview,
+    now: float | None = None,
+) -> bytes:
+    """The page for this query string; QueryError if it is not valid."""
+    request = parse_query(query)
+    now = time.time() if now is None else now
+    plan = overview.plan
+    everything = worst_first(targets.values(), now, plan.interval)
+    rows = worst_first(targets.values(), now, plan.interval, request.q) if request.q else everything
+    shown = rows[(request.page - 1) * PAGE_SIZE : request.page * PAGE_SIZE]
+    body = "\n".join(_row(row, now) for row in shown)
+    head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
     html = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Mudbase Exporter</title>
-<style>{_STYLE}</style></head>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta http-equiv="refresh" content="{_refresh(plan)}">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Mudbase Exporter</title><style>{_STYLE}</style></head>
 <body><h1>Mudbase Exporter</h1>
-<p>Version {escape(__version__)}. {up} of {len(targets)} functions up; polled every
-{escape(interval)}.</p>
-<p><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a> &middot;
-<a href="/-/ready">Readiness</a></p>
-<table><thead><tr><th>Project</th><th>Function</th><th>Health</th><th>Last success</th>
-<th>Last error reason</th><th>Last error</th></tr></thead>
+<p id="summary">{_summary([row.status for row in everything])}</p>
+<p id="budget">{_budget(plan)}</p>
+<p class="muted">Version {escape(__version__)} on Python {escape(platform.python_version())};
+Mudbase at <code>{escape(public_url(overview.mudbase_url))}</code>. This page reloads every
+{_refresh(plan)} s.</p>
+<nav><a href="/metrics">Metrics</a><a href="/-/healthy">Health</a><a href="/-/ready">Readiness</a>
+<a href="{DOCS_URL}">Documentation</a></nav>
+<form method="get" action="/"><input name="q" value="{escape(request.q)}" size="40"
+maxlength="{MAX_FILTER_CHARS}" placeholder="filter by project or function">
+<button type="submit">Filter</button></form>
+{_pager(request, len(shown), len(rows), len(everything))}
+<table><thead><tr>{head}</tr></thead>
 <tbody>
-{rows}
+{body}
 </tbody></table></body></html>
 """
     return html.encode("utf-8")

@@ -1,7 +1,8 @@
 """Every metric the exporter publishes: name, type, HELP text and labels, in one place.
 
-The collector and the self-metrics are built from these specs, and a test checks the README's
-metrics table against the live exposition, so this module is the single source of truth.
+The collector and the self-metrics are built from these specs, and a test checks the metrics
+table of docs/metrics.md against them and the live exposition: this module is the single source
+of truth.
 """
 
 from dataclasses import dataclass
@@ -220,6 +221,21 @@ TOKEN_EXPIRY = MetricSpec(
     "an exp claim). The source label says where the token comes from: config, file, env, login.",
     ("source",),
 )
+LOOP_ERRORS = MetricSpec(
+    "mudbase_exporter_loop_errors_total",
+    "counter",
+    "Unexpected exceptions (bugs) caught in the exporter's long-running loops, by loop: render "
+    "(the /metrics renderer), poll (a listed function), list (a discovered project), logs (a "
+    "change-driven logs request), auth (the login session's renewal), heartbeat. Each is logged "
+    "with its traceback; the loop goes on.",
+    ("loop",),
+)
+LAST_RENDER = MetricSpec(
+    "mudbase_exporter_last_render_timestamp_seconds",
+    "gauge",
+    "Unix time /metrics' per-function part was last rendered (it is rendered when the state "
+    "changes, at least once per poll interval while anything is polled).",
+)
 BUILD_INFO = MetricSpec(
     "mudbase_exporter_build_info",
     "gauge",
@@ -246,6 +262,8 @@ ALL_METRICS = (
     CONFIG_LAST_RELOAD_SUCCESSFUL,
     CONFIG_LAST_RELOAD_SUCCESS_TIME,
     TOKEN_EXPIRY,
+    LOOP_ERRORS,
+    LAST_RENDER,
     BUILD_INFO,
 )
 

@@ -22,6 +22,7 @@ from exporter.logs import get_logger
 from exporter.planner import POLL_DEADLINE, RequestKind, RequestPlanner, RequestSkipped
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore, TargetState
+from exporter.supervision import Loop
 from exporter.targets import FunctionInfo, FunctionSettings, ProjectSelector, Shard, TargetKey
 from exporter.upstream import FunctionStats, FunctionSummary
 
@@ -99,10 +100,10 @@ class Poller:
             first = start + spread * index / len(wanted)
             if isinstance(target, str) and target not in self._project_tasks:
                 poll = partial(self.poll_project, target)
-                self._project_tasks[target] = self._every_interval(poll, first, f"list {target}")
+                self._project_tasks[target] = self._every_interval(poll, first, Loop.LIST, target)
             elif isinstance(target, TargetKey) and target not in self._tasks:
                 self._tasks[target] = self._every_interval(
-                    partial(self.poll_once, target), first, str(target)
+                    partial(self.poll_once, target), first, Loop.POLL, str(target)
                 )
         self._metrics.targets.set(self._state.count())
 
@@ -115,16 +116,24 @@ class Poller:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _every_interval(
-        self, poll: Callable[[], Awaitable[None]], first: float, name: str
+        self, poll: Callable[[], Awaitable[None]], first: float, kind: Loop, target: str
     ) -> asyncio.Task[None]:
-        return asyncio.create_task(self._run_every_interval(poll, first), name=name)
+        return asyncio.create_task(
+            self._run_every_interval(poll, first, kind, target), name=f"{kind} {target}"
+        )
 
-    async def _run_every_interval(self, poll: Callable[[], Awaitable[None]], due: float) -> None:
-        """Run `poll` at `due` and then once per (current) interval, forever."""
+    async def _run_every_interval(
+        self, poll: Callable[[], Awaitable[None]], due: float, kind: Loop, target: str
+    ) -> None:
+        """Run `poll` at `due` and then once per (current) interval, forever: an exception
+        that escapes a poll (a bug) is logged and counted, and the next poll runs on time."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
-            await poll()
+            try:
+                await poll()
+            except Exception as err:  # reported: one target's bug stops nothing
+                self._metrics.loop_errors.caught(kind, err, target=target)
             due = next_due(due, self._planner.interval, loop.time())
 
     def _start_deadline(self) -> float:
@@ -149,7 +158,7 @@ class Poller:
         except TimeoutError:
             self._project_failed(project, Reason.TIMEOUT, "listing exceeded its deadline")
         except Exception as err:  # a bug must not stop the other projects
-            log.exception("unexpected error while listing", project=project)
+            self._metrics.loop_errors.caught(Loop.LIST, err, target=project)
             self._project_failed(project, Reason.INTERNAL, type(err).__name__)
         finally:
             self._metrics.poll_duration.observe(time.monotonic() - started)
@@ -193,8 +202,7 @@ class Poller:
             },
         )
         for key in gone:
-            self._seen.pop(key, None)
-            self._logs_at.pop(key, None)
+            self._forget(key)
         self._planner.project_listed(project, functions=len(found))
         self._metrics.targets.set(self._state.count())
         now = self._clock()
@@ -202,6 +210,10 @@ class Poller:
             self._state.record_success(key, summary.stats, now, self._listed_totals(key, summary))
         self._project_recovered(project)
         self._fetch_changed_logs(project, found, now)
+
+    def _forget(self, key: TargetKey) -> None:
+        self._seen.pop(key, None)
+        self._logs_at.pop(key, None)
 
     def _listed_totals(self, key: TargetKey, summary: FunctionSummary) -> ExecutionTotals | None:
         """Before its first logs answer, a discovered function's executions are counted from
@@ -276,16 +288,20 @@ class Poller:
         try:
             async with asyncio.timeout(self._start_deadline()):
                 _, executions = await self._logs(key, before, pages, listed_total, RequestKind.LOGS)
+            if executions is not None:
+                self._state.record_executions(key, executions, replacing=before)
         except RequestSkipped:
             log.debug("logs request skipped: no budget before its deadline", target=str(key))
         except PollError as err:
             self._metrics.poll_errors.labels(err.reason.value).inc()
             log.debug("logs request failed", target=str(key), reason=err.reason.value)
+            if err.reason is Reason.NOT_FOUND and self._state.remove_discovered(key):
+                self._forget(key)
+                log.info("discovered function removed: its logs are not found", target=str(key))
         except TimeoutError:
             self._metrics.poll_errors.labels(Reason.TIMEOUT.value).inc()
-        else:
-            if executions is not None:
-                self._state.record_executions(key, executions, replacing=before)
+        except Exception as err:  # a bug: reported, the next round tries again
+            self._metrics.loop_errors.caught(Loop.LOGS, err, target=str(key))
 
     def _project_failed(self, project: str, reason: Reason, detail: str) -> None:
         """A failed listing: one error and one log line, every known function of it down."""
@@ -305,7 +321,7 @@ class Poller:
         else:
             log.debug("listing still failing", project=project, reason=reason.value)
         for key in keys:
-            self._record_failure(key, reason)
+            self._record_failure(key, reason, detail)
 
     def _project_recovered(self, project: str) -> None:
         if self._failing_projects.pop(project, None) is not None:
@@ -323,7 +339,7 @@ class Poller:
         except TimeoutError:
             self._failed(key, Reason.TIMEOUT, "poll deadline exceeded, retries included")
         except Exception as err:  # a bug must not stop the other functions
-            log.exception("unexpected error while polling", target=str(key))
+            self._metrics.loop_errors.caught(Loop.POLL, err, target=str(key))
             self._failed(key, Reason.INTERNAL, type(err).__name__)
         else:
             self._succeeded(key, stats, executions)
@@ -376,18 +392,19 @@ class Poller:
         else:
             log.debug("poll succeeded", target=str(key))
 
-    def _record_failure(self, key: TargetKey, reason: Reason) -> TargetState | None:
+    def _record_failure(self, key: TargetKey, reason: Reason, detail: str) -> TargetState | None:
         return self._state.record_failure(
             key,
             reason.value,
             self._clock(),
             keep_values_for=max(self._keep_values_for, 3 * self._planner.interval),
             drop_values=reason is Reason.NOT_FOUND,
+            detail=detail,
         )
 
     def _failed(self, key: TargetKey, reason: Reason, detail: str) -> None:
         self._metrics.poll_errors.labels(reason.value).inc()
-        previous = self._record_failure(key, reason)
+        previous = self._record_failure(key, reason, detail)
         first_failure = previous is None or previous.up is not False
         if first_failure:
             log.warning("poll failed", target=str(key), reason=reason.value, detail=detail)

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter import metrics as m
 from exporter.errors import Reason
+from exporter.supervision import LoopErrors
 
 BUDGET_WINDOW_SECONDS = 15 * 60
 
@@ -109,6 +110,8 @@ class ExporterMetrics:
         self.targets = _gauge(m.TARGETS, registry)
         self.config_last_reload_successful = _gauge(m.CONFIG_LAST_RELOAD_SUCCESSFUL, registry)
         self.config_last_reload_success_time = _gauge(m.CONFIG_LAST_RELOAD_SUCCESS_TIME, registry)
+        self.loop_errors = LoopErrors(_counter(m.LOOP_ERRORS, registry))
+        self.last_render = _gauge(m.LAST_RENDER, registry)
         _gauge(m.BUILD_INFO, registry).labels(__version__, platform.python_version()).set(1)
         self.request_window = RequestWindow()
         _gauge(m.REQUEST_BUDGET_USED, registry).set_function(self.request_window.count)

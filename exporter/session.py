@@ -11,7 +11,9 @@ token revokes the session. So:
   per-15-minute limits (20 and 60), so that, burst and drip together, no 15-minute window ever
   holds more than the limit, even when every target fails at once; a poll that would exceed
   the budget fails as `auth` without calling Mudbase;
-- after a failed login, no new login for `LOGIN_BACKOFF` seconds.
+- after a failed login, no new login for `LOGIN_BACKOFF` seconds;
+- the token is renewed on a timer (`keep_fresh`), not only when a poll asks for it: with polls
+  further apart than the refresh margin it would otherwise lapse between them.
 """
 
 import asyncio
@@ -27,6 +29,7 @@ from exporter.auth import jwt_expiry
 from exporter.client import RequestObserver, error_for_response
 from exporter.errors import PollError, Reason
 from exporter.logs import REDACTOR, get_logger
+from exporter.supervision import Loop, LoopErrors
 
 log = get_logger("exporter.session")
 
@@ -123,8 +126,38 @@ class Session:
         await asyncio.shield(self._renewal)
 
     def _due(self) -> bool:
+        return self._until_due() <= 0
+
+    def _until_due(self) -> float:
+        """Seconds until the token should be renewed (0: now, or no token yet)."""
+        if self._token is None:
+            return 0.0
         margin = min(max(MIN_REFRESH_MARGIN, self._lifetime / 5), self._lifetime / 2)
-        return self._clock() >= self._expires_at - margin
+        return max(0.0, self._expires_at - margin - self._clock())
+
+    async def keep_fresh(self, errors: LoopErrors) -> None:
+        """Renew the token when it is due, forever (run as a task for the session's life): a
+        token is valid whenever a poll needs one, however far apart the polls are. A failed
+        renewal is tried again after `RENEW_BACKOFF` seconds (logins keep their own backoff
+        and budget), and a poll that finds no valid token fails as `auth`."""
+        failing = False
+        while True:
+            wait = self._until_due()
+            if wait > 0:  # asked again after the sleep: a poll may have renewed it meanwhile
+                await asyncio.sleep(wait)
+                continue
+            try:
+                await self._renewed()
+            except PollError as err:
+                level = log.debug if failing else log.warning
+                level("token renewal failed", reason=err.reason.value, detail=err.detail)
+                failing = True
+                await asyncio.sleep(RENEW_BACKOFF)
+            except Exception as err:  # a bug: reported, renewal goes on
+                errors.caught(Loop.AUTH, err)
+                await asyncio.sleep(RENEW_BACKOFF)
+            else:
+                failing = False
 
     async def _renew(self) -> None:
         """Refresh if there is a refresh token, else (or if refused) log in. One at a time.

@@ -15,6 +15,9 @@ from exporter.upstream import FunctionStats
 
 __all__ = ["FunctionSettings", "StateStore", "TargetKey", "TargetState"]
 DEFAULT_SETTINGS = FunctionSettings(slo_objective=0.99)
+# A discovered function leaves after this many complete listings in a row without it: offset
+# paging drifts when functions are created or deleted during a listing, and isActive can flap.
+ABSENT_LISTINGS_TO_REMOVE = 2
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class TargetState:
     last_success: float | None = None
     last_error_reason: str | None = None
     last_error_time: float | None = None
+    last_error_detail: str | None = None  # the failure's message, for the landing page
     consecutive_failures: int = 0
     info: FunctionInfo | None = None  # from the list endpoint, for discovered functions
     executions: ExecutionTotals | None = None  # None: no logs answer with executions yet
@@ -45,6 +49,7 @@ class StateStore:
         self._listeners: list[Callable[[], None]] = []
         self._projects_expected: set[str] = set()
         self._projects_listed: set[str] = set()
+        self._absent: dict[TargetKey, int] = {}  # discovered functions missing from listings
 
     @property
     def generation(self) -> int:
@@ -83,23 +88,40 @@ class StateStore:
             self._targets = dict(sorted(self._targets.items()))
             self._projects_expected = projects
             self._projects_listed &= projects
+            self._absent = {k: n for k, n in self._absent.items() if k in self._targets}
             self._bump()
 
     def sync_project(
         self, project: str, found: Mapping[TargetKey, tuple[FunctionSettings, FunctionInfo]]
     ) -> list[TargetKey]:
-        """A project was listed: add its new functions, drop the ones gone; the removed keys."""
+        """A complete listing of a project: add its new functions; drop the ones missing from
+        `ABSENT_LISTINGS_TO_REMOVE` listings in a row (one missing keeps its last values).
+        The removed keys."""
         with self._lock:
-            gone = [k for k in self._targets if k.project == project and k not in found]
-            for key in gone:
-                del self._targets[key]
+            gone = []
+            for key in [k for k in self._targets if k.project == project and k not in found]:
+                self._absent[key] = self._absent.get(key, 0) + 1
+                if self._absent[key] >= ABSENT_LISTINGS_TO_REMOVE:
+                    del self._targets[key], self._absent[key]
+                    gone.append(key)
             for key, (settings, info) in found.items():
+                self._absent.pop(key, None)
                 current = self._targets.get(key) or TargetState(key)
                 self._targets[key] = replace(current, settings=settings, info=info)
             self._targets = dict(sorted(self._targets.items()))
             self._projects_listed.add(project)
             self._bump()
             return gone
+
+    def remove_discovered(self, key: TargetKey) -> bool:
+        """A discovered function Mudbase says no longer exists (404): gone at once."""
+        with self._lock:
+            if key.project not in self._projects_expected or key not in self._targets:
+                return False
+            del self._targets[key]
+            self._absent.pop(key, None)
+            self._bump()
+            return True
 
     def project_attempted(self, project: str) -> None:
         """A project's list failed: it counts as polled once, for readiness."""
@@ -154,7 +176,14 @@ class StateStore:
             return True
 
     def record_failure(
-        self, key: TargetKey, reason: str, now: float, keep_values_for: float, drop_values: bool
+        self,
+        key: TargetKey,
+        reason: str,
+        now: float,
+        keep_values_for: float,
+        drop_values: bool,
+        *,
+        detail: str | None = None,
     ) -> TargetState | None:
         """Mark a failed poll. Values survive `keep_values_for` seconds, unless `drop_values`."""
         with self._lock:
@@ -168,6 +197,7 @@ class StateStore:
                 up=False,
                 last_error_reason=reason,
                 last_error_time=now,
+                last_error_detail=detail,
                 consecutive_failures=current.consecutive_failures + 1,
             )
             self._targets[key] = updated

@@ -9,12 +9,13 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from exporter.exposition import CONTENT_TYPE, CachedExposition
+from exporter.landing import QueryError
 from exporter.webconfig import BasicAuth, TLSContextSource
 
 log = logging.getLogger("exporter.web")
@@ -35,15 +36,19 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         address: tuple[str, int],
         exposition: CachedExposition,
         *,
-        landing_page: Callable[[], bytes],
+        landing_page: Callable[[str], bytes],  # the query string -> the page
         ready: Callable[[], bool],
+        health_problems: Callable[[], list[str]] = list,
         reload: Callable[[], str | None],
         tls: TLSContextSource | None = None,
         auth: BasicAuth | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.exposition = exposition
+        self.headers = dict(headers or {})  # the web config's, added to every response
         self.landing_page = landing_page
         self.ready = ready
+        self.health_problems = health_problems
         self.reload = reload
         self.auth = auth or BasicAuth({})
         self.tls = tls
@@ -69,7 +74,16 @@ class ExporterHTTPServer(ThreadingHTTPServer):
                 )
                 return
             request.settimeout(None)
+            if not self._admits(request, client_address[0]):
+                return
         super().finish_request(request, client_address)
+
+    def _admits(self, request: ssl.SSLSocket, client: str) -> bool:
+        """client_allowed_sans, checked on the verified certificate after the handshake."""
+        refusal = self.tls.admits(request) if self.tls is not None else None
+        if refusal is not None:
+            log.warning("TLS client refused", extra={"client": client, "reason": refusal})
+        return refusal is None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,15 +144,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = _method_not_allowed
 
     def _dispatch(self, send_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/metrics":
             self._metrics(send_body)
         elif path == "/":
-            self._send(
-                HTTPStatus.OK, self.server.landing_page(), "text/html; charset=utf-8", send_body
-            )
+            self._landing(query, send_body)
         elif path == "/-/healthy":
-            self._send(HTTPStatus.OK, b"Healthy\n", "text/plain; charset=utf-8", send_body)
+            self._healthy(send_body)
         elif path == "/-/reload":
             self._method_not_allowed()
         elif path == "/-/ready":
@@ -148,6 +160,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, body, "text/plain; charset=utf-8", send_body)
         else:
             self._send(HTTPStatus.NOT_FOUND, b"Not found\n", "text/plain; charset=utf-8", send_body)
+
+    def _healthy(self, send_body: bool) -> None:
+        problems = self.server.health_problems()
+        if problems:
+            body = "Unhealthy: " + "; ".join(problems) + "\n"
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, body.encode(), _TEXT, send_body)
+        else:
+            self._send(HTTPStatus.OK, b"Healthy\n", _TEXT, send_body)
+
+    def _landing(self, query: str, send_body: bool) -> None:
+        try:
+            body = self.server.landing_page(query)
+        except QueryError as err:
+            self._send(HTTPStatus.BAD_REQUEST, f"{err}\n".encode(), _TEXT, send_body)
+            return
+        self._send(HTTPStatus.OK, body, "text/html; charset=utf-8", send_body)
 
     def _metrics(self, send_body: bool) -> None:
         """Chunked: the per-function part goes out while the self-metrics are collected (a
@@ -184,6 +212,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(body)
+
+    def end_headers(self) -> None:
+        for name, value in self.server.headers.items():
+            self.send_header(name, value)
+        super().end_headers()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("http request", extra={"client": self.address_string(), "line": format % args})

@@ -30,6 +30,11 @@ def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
     }
 
 
+RECORDED = "mudbase_function:"  # the prefix of every series prometheus/mudbase-rules.yml records
+NEEDS_RULES = " Reads the recording rules of prometheus/mudbase-rules.yml."
+NO_RULES_NOTE = "No data. Is prometheus/mudbase-rules.yml loaded in Prometheus?"
+
+
 def panel(
     kind: str,
     title: str,
@@ -41,12 +46,16 @@ def panel(
     height: int = 8,
     **options: Any,
 ) -> Panel:
+    defaults = {"unit": unit, **options.pop("defaults", {})}
+    if any(RECORDED in expr for expr, _ in exprs):  # say so where nothing would show otherwise
+        description += NEEDS_RULES
+        defaults["noValue"] = NO_RULES_NOTE
     return {
         "type": kind,
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
-        "fieldConfig": {"defaults": {"unit": unit, **options.pop("defaults", {})}, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": options.pop("options", {}),
         "targets": [_target(e, legend, chr(ord("A") + i)) for i, (e, legend) in enumerate(exprs)],
         "gridPos": {"w": width, "h": height},
@@ -127,9 +136,11 @@ def overview() -> list[Panel]:
             ),
             stat(
                 "Failures (1h)",
-                "Failed executions of all selected functions in the last hour.",
+                "Failed executions of all selected functions in the last hour: each "
+                "function's failure ratio over 1h times its executions over 1h.",
                 "short",
-                f"sum(mudbase_function:failed_executions:increase1h{{{SEL}}})",
+                f"sum(mudbase_function:failure_ratio:1h{{{SEL}}}"
+                f" * mudbase_function:executions:increase1h{{{SEL}}})",
             ),
             stat(
                 "Average execution time",
@@ -172,7 +183,8 @@ def per_function() -> list[Panel]:
             ),
             series(
                 "Failures per minute",
-                "Failed executions per minute, 5-minute average.",
+                "Failed executions per minute, 5-minute average (from the execution "
+                "counters where they saw known outcomes, else from Mudbase's stats).",
                 "opm",
                 [(f"mudbase_function:failed_executions:increase5m{{{SEL}}} / 5", legend)],
             ),

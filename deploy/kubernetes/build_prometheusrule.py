@@ -1,4 +1,4 @@
-"""Writes deploy/kubernetes/prometheusrule.yaml from prometheus/mudbase-rules.yml (one source).
+"""Writes deploy/kubernetes/operator/prometheusrule.yaml from prometheus/mudbase-rules.yml.
 
 Run `python deploy/kubernetes/build_prometheusrule.py` after changing the rules; the test suite
 checks that the PrometheusRule's groups are identical to the rule file's (`--check`).
@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "prometheus" / "mudbase-rules.yml"
-OUTPUT = Path(__file__).resolve().parent / "prometheusrule.yaml"
+OUTPUT = Path(__file__).resolve().parent / "operator" / "prometheusrule.yaml"
 HEADER = """\
 # Generated from prometheus/mudbase-rules.yml by deploy/kubernetes/build_prometheusrule.py.
 # Do not edit: edit the rule file and run the script.

@@ -60,6 +60,9 @@ class SimFunction:
     drift_amplitude: float = 0.0
     drift_period: float = 600.0
     mean_execution_ms: float = 120.0
+    # a failure shows up this many seconds after it started, dated by its start (a run that
+    # timed out): it lands in the log behind executions that started after it
+    failure_delay: float = 0.0
     initial_executions: int = 0
     total: int = 0
     successful: int = 0
@@ -107,11 +110,18 @@ class SimFunction:
         self.successful += int(success)
         self.time_sum_ms += millis
         invoker = "trigger" if rng.random() < 0.8 else rng.choice(INVOKERS)
-        self.executions.appendleft(
-            Execution(
-                f"{self.id}-{self._serial:08d}", at, millis, success, self.trigger_type, invoker
-            )
+        started = at if success else at - self.failure_delay
+        execution = Execution(
+            f"{self.id}-{self._serial:08d}", started, millis, success, self.trigger_type, invoker
         )
+        position = 0  # newest first: behind every execution that started after it
+        while position < len(self.executions) and self.executions[position].executed_at > started:
+            position += 1
+        if position >= KEPT_EXECUTIONS:
+            return  # older than everything kept: it falls out of the log at once
+        if len(self.executions) == KEPT_EXECUTIONS:
+            self.executions.pop()
+        self.executions.insert(position, execution)
 
     @property
     def last_run(self) -> float | None:

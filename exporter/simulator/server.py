@@ -329,6 +329,7 @@ async def _state(request: web.Request) -> web.StreamResponse:
 
 _SETTABLE = {
     "name",
+    "failure_delay",
     "trigger_type",
     "active",
     "dialect",

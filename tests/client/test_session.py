@@ -6,10 +6,12 @@ import json
 import httpx
 import pytest
 import respx
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
 from exporter.errors import PollError, Reason
 from exporter.session import LOGINS_PER_WINDOW, Session
+from exporter.supervision import LoopErrors
 
 BASE = "https://mudbase.test"
 
@@ -187,3 +189,44 @@ async def test_a_refresh_without_answer_is_followed_by_a_login_not_a_reused_toke
         assert await auth.headers() == {"Authorization": "Bearer tok-7"}
         assert refresh.call_count == 1
         assert login.call_count == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_the_token_is_renewed_on_a_timer_while_no_poll_asks_for_it() -> None:
+    loop = asyncio.get_running_loop()
+    errors = LoopErrors(Counter("errors", "", ["loop"], registry=CollectorRegistry()))
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        router.post(f"{BASE}/api/auth/login").mock(return_value=issued(1))
+        refresh = router.post(f"{BASE}/api/auth/refresh").mock(
+            side_effect=[issued(n) for n in range(2, 10)]
+        )
+        auth = Session(BASE, "a@b.c", SecretStr("pw"), http, timeout=5, clock=loop.time)
+        renewal = asyncio.create_task(auth.keep_fresh(errors))
+        lapsed = []
+        for _ in range(340):  # 340 s of fake time, tokens of 100 s, no poll at all
+            await asyncio.sleep(1)
+            expiry = auth.expiry()
+            lapsed.append(expiry is None or expiry <= loop.time())
+        renewal.cancel()
+    assert not any(lapsed[1:])  # valid from the first login on, every second
+    assert refresh.call_count == 4  # every 70 s: at 30 s before each expiry
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_bug_in_the_renewal_timer_is_counted_and_renewal_goes_on() -> None:
+    loop = asyncio.get_running_loop()
+    counter = Counter("errors", "", ["loop"], registry=CollectorRegistry())
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        router.post(f"{BASE}/api/auth/login").mock(return_value=issued(1))
+        refresh = router.post(f"{BASE}/api/auth/refresh").mock(
+            side_effect=[RuntimeError("a bug"), issued(2), issued(3)]
+        )
+        auth = Session(BASE, "a@b.c", SecretStr("pw"), http, timeout=5, clock=loop.time)
+        renewal = asyncio.create_task(auth.keep_fresh(LoopErrors(counter)))
+        await asyncio.sleep(80)  # logged in at 0 s, the refresh due at 70 s hits the bug
+        renewal.cancel()
+    assert counter.labels("auth")._value.get() == 1
+    assert refresh.call_count == 2  # tried again 5 s later, and renewed
+    assert auth.expiry() == pytest.approx(75 + 100)

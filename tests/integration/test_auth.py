@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,11 @@ def auth_counts(simulator: SimulatorProcess) -> dict[str, int]:
 
 
 def login_config(
-    tmp_path: Path, simulator: SimulatorProcess, functions: list[str], password: str = PASSWORD
+    tmp_path: Path,
+    simulator: SimulatorProcess,
+    functions: list[str],
+    password: str = PASSWORD,
+    interval: str = "1s",
 ) -> Path:
     (tmp_path / "password").write_text(password + "\n")
     config = tmp_path / "config.yaml"
@@ -37,7 +42,7 @@ def login_config(
     config.write_text(
         f"mudbase: {{url: '{simulator.url}', email: {EMAIL}, "
         f"password_file: {tmp_path / 'password'}, timeout: 500ms, request_budget: 36000}}\n"
-        "interval: 1s\n"
+        f"interval: {interval}\n"
         f"targets: [{{project: auth, functions: [{', '.join(functions)}]}}]\n"
     )
     return config
@@ -63,13 +68,23 @@ def test_login_then_refresh_before_expiry_and_relogin_after_revocation(
     simulator.put_function("auth", "fn", initial_executions=3)
     configure(simulator, users={EMAIL: PASSWORD}, token_ttl=3)
     before = auth_counts(simulator)
-    with run_exporter(login_config(tmp_path, simulator, ["fn"]), "--log.level", "debug") as exp:
+    # polls 30 s apart, tokens of 3 s: the token is renewed on its own timer, between polls
+    config = login_config(tmp_path, simulator, ["fn"], interval="30s")
+    with run_exporter(config, "--log.level", "debug") as exp:
+        expiries: list[float] = []
+
+        def refreshed_three_times() -> bool:
+            expiry = exp.metrics().get(
+                ("mudbase_exporter_token_expiry_timestamp_seconds", (("source", "login"),))
+            )
+            if expiry is not None:  # None until the first login
+                expiries.append(expiry - time.time())
+            return auth_counts(simulator).get("refresh", 0) - before.get("refresh", 0) >= 3
+
         # several token lifetimes pass: refreshed in time, never logged in again
-        wait_for(
-            lambda: auth_counts(simulator).get("refresh", 0) - before.get("refresh", 0) >= 3,
-            15,
-            "three refreshes",
-        )
+        wait_for(refreshed_three_times, 15, "three refreshes")
+        assert expiries
+        assert min(expiries) > 0  # never expired while nothing polled
         counts = auth_counts(simulator)
         assert counts.get("login", 0) - before.get("login", 0) == 1
         assert counts.get("session_revoked", 0) == before.get("session_revoked", 0)

@@ -5,7 +5,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import (
     ROOT,
@@ -80,8 +83,75 @@ def test_bad_config_names_every_key_and_serves_nothing(tmp_path: Path) -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("--config.file", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1
-    assert "nope.yaml" in result.stderr
-    assert "No such file" in result.stderr
+    assert f"cannot read {str(tmp_path / 'nope.yaml')!r}: no such file or directory" in (
+        result.stderr
+    )
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _not_utf8(path: Path) -> None:
+    path.write_bytes(b"\xff\xfetoken\n")
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"), [(_directory, "is a directory"), (_not_utf8, "not UTF-8 text (byte 0)")]
+)
+def test_config_check_names_a_bad_token_file_without_a_traceback(
+    tmp_path: Path, make: Callable[[Path], None], reason: str
+) -> None:
+    token = tmp_path / "token"
+    make(token)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"mudbase: {{token_file: {token}}}\ntargets: [{{project: p, functions: [f]}}]\n"
+    )
+    result = run_cli("--config.check", "--config.file", str(config))
+    assert result.returncode == 1
+    assert f"  mudbase.token_file: cannot read {str(token)!r}: {reason}\n" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_config_check_names_a_bad_web_config_file_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("mudbase: {token: t}\ntargets: [{project: p, functions: [f]}]\n")
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config: {{cert_file: {tmp_path}, key_file: {tmp_path}}}\n")
+    args = ("--config.check", "--config.file", str(config), "--web.config.file", str(web))
+    result = run_cli(*args)
+    assert result.returncode == 1
+    assert (
+        f"  tls_server_config.cert_file: cannot read {str(tmp_path)!r}: is a directory\n"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_config_check_counts_listed_functions_and_discovered_projects_apart(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "discovery.yaml"
+    config.write_text(
+        "mudbase: {token: t}\ntargets:\n"
+        "  - {project: a, functions: all}\n  - {project: b, functions: all}\n"
+    )
+    result = run_cli("--config.check", "--config.file", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "\n  2 project(s) whose functions are discovered:\n    a: all" in result.stdout
+    assert "function(s) in 0 project(s)" not in result.stdout
+    example = run_cli(
+        "--config.check",
+        "--config.file",
+        str(ROOT / "config.example.yaml"),
+        env={"MUDBASE_TOKEN": "example-token"},
+    )
+    assert (
+        "\n  4 listed function(s) in 2 project(s); 1 project(s) whose functions are discovered:\n"
+        in example.stdout
+    )
 
 
 def test_bad_listen_address_is_rejected() -> None:

@@ -64,6 +64,44 @@ def test_each_execution_is_counted_once_by_outcome_with_its_duration(
     assert observed["failure"] > 0
 
 
+def test_failures_that_show_up_after_newer_runs_are_counted_once_and_the_ratio_is_right(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    # a failure is dated by its start and shows up 2 s later (it timed out): in the log it
+    # lands behind about ten executions that started after it, and behind the last poll's
+    simulator.put_function(
+        "exec",
+        "slow",
+        rate_per_minute=0,
+        failure_ratio=0.5,
+        failure_delay=2.0,
+        initial_executions=100,
+    )
+    config = write_config(tmp_path, simulator.url, {"exec": ["slow"]}, extra="execution_pages: 3")
+    labels = (("function", "slow"), ("project", "exec"))
+    with run_exporter(config) as exporter:
+        wait_for(lambda: coverage(exporter, "exec", "slow") == (0, 0), 10, "cursor placed")
+        simulator.put_function("exec", "slow", rate_per_minute=300)
+        wait_for(lambda: coverage(exporter, "exec", "slow")[0] >= 25, 20, "25 executions seen")
+        simulator.put_function("exec", "slow", rate_per_minute=0)
+
+        def every_execution_accounted_for() -> bool:
+            samples = exporter.metrics()
+            observed, unobserved = coverage(exporter, "exec", "slow")
+            return observed + unobserved == samples[("mudbase_function_executions", labels)] - 100
+
+        wait_for(every_execution_accounted_for, 10, "the counters to catch up with the stats")
+        samples = exporter.metrics()
+    counted = observed_by_outcome(samples, "exec", "slow")
+    failed = samples[("mudbase_function_failed_executions", labels)]
+    assert samples[("mudbase_function_unobserved_executions_total", labels)] == 0
+    assert counted["failure"] == failed - 50  # every late failure, once
+    assert counted["failure"] >= 5
+    assert counted["success"] == samples[("mudbase_function_executions", labels)] - 100 - (
+        failed - 50
+    )
+
+
 def test_a_page_too_small_for_a_burst_shows_up_as_unobserved_executions(
     simulator: SimulatorProcess, tmp_path: Path
 ) -> None:

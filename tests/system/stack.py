@@ -2,9 +2,10 @@
 
 The configuration files are the project's own (prometheus/prometheus.yml, mudbase-rules.yml,
 alertmanager.example.yml). Only addresses and timings are changed, mechanically:
-- `fast_rules` divides every duration in the rules (range selectors and `for:`) by 60, so a
-  30m window becomes 30s and `for: 10m` becomes 10s; expressions, thresholds, labels and
-  annotations stay exactly as shipped;
+- `fast_rules` divides every duration in the rules (range selectors, subquery steps, `for:` and
+  group intervals) by 60, so a 30m window becomes 30s, `[30m:5m]` becomes `[30s:5s]`, `for: 10m`
+  becomes 10s and the 5m group runs every 5s; expressions, thresholds, labels and annotations
+  stay exactly as shipped;
 - scrape and evaluation intervals become 1s, targets point at the test's processes, and each
   Alertmanager receiver's webhook URL points at the test's receiver, with group waits of 0-1s.
 """
@@ -49,9 +50,12 @@ def _scale(text: str) -> str:
 
 
 def fast_rules(rules: dict[str, Any]) -> dict[str, Any]:
-    """The shipped rules with every duration divided by 60; nothing else changes."""
+    """The shipped rules with every duration (group intervals too) divided by 60; nothing else
+    changes."""
     fast: dict[str, Any] = json.loads(json.dumps(rules))
     for group in fast["groups"]:
+        if "interval" in group:
+            group["interval"] = _scale(group["interval"])
         for rule in group["rules"]:
             rule["expr"] = re.sub(
                 r"\[([^\]]+)\]", lambda m: f"[{_scale(m.group(1))}]", rule["expr"]

@@ -14,19 +14,19 @@ def test_fast_rules_change_only_durations() -> None:
     shipped = yaml.safe_load((PROMETHEUS_DIR / "mudbase-rules.yml").read_text())
     fast = fast_rules(shipped)
     durations = re.compile(r"\d+[smhd]")
-    for original, derived in zip(
-        shipped["groups"][0]["rules"], fast["groups"][0]["rules"], strict=True
-    ):
-        assert durations.sub("D", original["expr"]) == durations.sub("D", derived["expr"])
-        for key in ("alert", "record", "labels", "annotations"):
-            assert original.get(key) == derived.get(key)
-    first_alert = next(r for r in fast["groups"][0]["rules"] if r.get("alert"))
-    assert first_alert["alert"] == "MudbaseFunctionSuccessRateLow"
-    assert "[30s]" not in first_alert["expr"]  # uses recorded windows, not raw ranges
+    assert [g["interval"] for g in fast["groups"]] == ["1s", "5s"]
+    for shipped_group, fast_group in zip(shipped["groups"], fast["groups"], strict=True):
+        for original, derived in zip(shipped_group["rules"], fast_group["rules"], strict=True):
+            assert durations.sub("D", original["expr"]) == durations.sub("D", derived["expr"])
+            for key in ("alert", "record", "labels", "annotations"):
+                assert original.get(key) == derived.get(key)
+    rules = {r.get("record") or r["alert"]: r for g in fast["groups"] for r in g["rules"]}
+    first_alert = rules["MudbaseFunctionSuccessRateLow"]
+    assert "[30s" not in first_alert["expr"]  # uses recorded windows, not raw ranges
     assert first_alert["for"] == "10s"
-    record = fast["groups"][0]["rules"][3]
-    assert record["record"] == "mudbase_function:executions:increase30m"
-    assert "[30s]" in record["expr"]
+    record = rules["mudbase_function:executions:increase30m"]
+    assert "[30s:5s]" in record["expr"]
+    assert "[5s]" in rules["mudbase_function:stats_executions:delta5m"]["expr"]
 
 
 def test_success_rate_drop_pages_and_resolves(stack: Stack) -> None:

@@ -60,6 +60,13 @@ def test_dashboard_structure() -> None:
                 assert rate == "$__rate_interval", (panel["title"], expr)
             if "mudbase_function" in expr and "mudbase_function_up, project" not in expr:
                 assert 'project=~"$project"' in expr, (panel["title"], expr)
+    # a panel reading recorded series says so, and shows a note instead of an empty graph
+    needs_rules = [
+        p["title"] for p in panels() if any("mudbase_function:" in t["expr"] for t in p["targets"])
+    ]
+    noted = [p["title"] for p in panels() if "noValue" in p["fieldConfig"]["defaults"]]
+    assert noted == needs_rules
+    assert len(needs_rules) == 9
     boxes = [(p["gridPos"]["x"], p["gridPos"]["y"], p["gridPos"]["w"]) for p in panels()]
     assert len(set(boxes)) == len(boxes)
     assert all(x + w <= 24 for x, _, w in boxes)

@@ -70,7 +70,13 @@ INVALID = {
     "invalid-function-type.yml": [
         "targets[0].functions[0]: invalid function 42: give a function ID or a mapping with 'id'"
     ],
-    "invalid-token-file-missing.yml": ["mudbase.token_file: cannot read file '/nonexistent/token'"],
+    "invalid-token-file-missing.yml": [
+        "mudbase.token_file: cannot read '/nonexistent/token': no such file or directory"
+    ],
+    "invalid-empty-targets.yml": [
+        "targets: the list is empty: add at least one `- project: PROJECT_ID` with "
+        "`functions: [FUNCTION_ID, ...]` or `functions: all`"
+    ],
     "invalid-mixed-credentials.yml": [
         "mudbase: use one way to authenticate: token or token_file; email with password or "
         "password_file; or api_key or api_key_file"
@@ -157,8 +163,81 @@ def test_inline_token_wins_and_never_shows_in_repr() -> None:
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.yml", env=NO_ENV)
-    assert caught.value.problems == ["cannot read file: No such file or directory"]
-    assert "absent.yml" in str(caught.value)
+    assert caught.value.problems == [
+        f"cannot read {str(tmp_path / 'absent.yml')!r}: no such file or directory"
+    ]
+
+
+def test_config_file_that_is_a_directory_or_not_utf8(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, env=NO_ENV)
+    assert caught.value.problems == [f"cannot read {str(tmp_path)!r}: is a directory"]
+    latin1 = tmp_path / "latin1.yml"
+    latin1.write_bytes(b"# caf\xe9\ntargets: [{project: p, functions: [f]}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(latin1, env=NO_ENV)
+    assert caught.value.problems == [f"cannot read {str(latin1)!r}: not UTF-8 text (byte 5)"]
+
+
+SECRET_FILE_KEYS = {
+    "token_file": "token_file: {path}",
+    "password_file": "email: ops@example.com, password_file: {path}",
+    "api_key_file": "api_key_file: {path}",
+}
+
+
+def load_with_secret_file(key: str, path: Path) -> list[str]:
+    settings = SECRET_FILE_KEYS[key].format(path=path)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            f"mudbase: {{{settings}}}\ntargets: [{{project: p, functions: [f]}}]",
+            "x.yml",
+            NO_ENV,
+        )
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_FILE_KEYS))
+def test_secret_file_that_is_a_directory(key: str, tmp_path: Path) -> None:
+    assert load_with_secret_file(key, tmp_path) == [
+        f"mudbase.{key}: cannot read {str(tmp_path)!r}: is a directory"
+    ]
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_FILE_KEYS))
+def test_secret_file_that_is_not_utf8(key: str, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\xfe\xffsecret\n")
+    assert load_with_secret_file(key, secret) == [
+        f"mudbase.{key}: cannot read {str(secret)!r}: not UTF-8 text (byte 0)"
+    ]
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_FILE_KEYS))
+def test_secret_file_that_is_missing(key: str, tmp_path: Path) -> None:
+    absent = tmp_path / "absent"
+    assert load_with_secret_file(key, absent) == [
+        f"mudbase.{key}: cannot read {str(absent)!r}: no such file or directory"
+    ]
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_FILE_KEYS))
+def test_secret_file_that_is_unreadable(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-value\n")
+    real = Path.read_bytes
+
+    def denied(self: Path) -> bytes:  # chmod 000 does not stop root, so the OS answer is faked
+        if self == secret:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    assert load_with_secret_file(key, secret) == [
+        f"mudbase.{key}: cannot read {str(secret)!r}: permission denied"
+    ]
 
 
 def test_objective_and_expected_run_interval_resolve_function_then_target_then_default() -> None:

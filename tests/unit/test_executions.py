@@ -6,6 +6,8 @@ import pytest
 
 from exporter.executions import (
     DURATION_BUCKETS,
+    LOOKBACK,
+    MAX_SEEN,
     ExecutionTotals,
     NewExecutions,
     kind_of,
@@ -114,5 +116,34 @@ def test_paging_stops_at_the_cursor_or_at_a_short_page() -> None:
 def test_an_execution_dated_in_the_future_neither_counts_nor_moves_the_cursor() -> None:
     future = Execution("soon", datetime.now(UTC) + timedelta(days=365), 0.1, True)
     totals = ExecutionTotals.start([future, run(1)], total=2)
-    assert totals.cursor.newest == moment(1001)
+    assert totals.cursor.newest == 1001.0
     assert totals.new_of([future, run(2)]) == [run(2)]
+
+
+def test_an_execution_that_shows_up_after_newer_ones_is_counted_once_inside_the_window() -> None:
+    totals = ExecutionTotals.start([run(10)], total=10)
+    totals = totals.advance(totals.new_of([run(12), run(11), run(10)]), total=12)
+    late = Execution("late", moment(1010.5), 30.0, False, "http")  # started at 1010.5, ran 30 s
+    page = [run(13), run(12), late, run(11), run(10)]
+    new = totals.new_of(page)
+    assert new == [run(13), late]
+    totals = totals.advance(new, total=14)
+    assert totals.new_of(page) == []  # seen: never counted twice
+    assert totals.counts[("failure", "http", "unknown")] == 1
+    assert totals.unobserved == 0
+    before_placing = Execution("old", moment(1009), 30.0, False, "http")
+    assert totals.new_of([before_placing]) == []  # older than the first answer: history
+
+
+def test_the_window_is_bounded_in_size_and_in_time() -> None:
+    totals = ExecutionTotals.start([run(0)], total=0)
+    burst = [run(i) for i in range(MAX_SEEN + 50, 0, -1)]
+    totals = totals.advance(totals.new_of(burst), total=MAX_SEEN + 50)
+    assert len(totals.cursor.seen_ids) == MAX_SEEN  # constant memory
+    assert totals.new_of(burst) == []  # what left the window is below its floor, not new again
+    assert totals.new_of([Execution("late", moment(1010.5), 1.0, False)]) == []  # too old
+    assert totals.new_of([Execution("late", moment(1100.5), 1.0, False)]) != []  # inside it
+    later = run(0, at=1000 + MAX_SEEN + 50 + LOOKBACK + 1)
+    totals = totals.advance([later], total=MAX_SEEN + 51)
+    assert list(totals.cursor.seen_at) == [later.executed_at.timestamp()]  # type: ignore[union-attr]
+    assert totals.new_of([Execution("late", moment(1100.5), 1.0, False)]) == []  # too old now

@@ -1,23 +1,241 @@
-from exporter.landing import render_landing_page
+"""The status page at `/`: escaping, worst-first order, filter, pagination, query validation."""
+
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.exposition import CachedExposition
+from exporter.landing import (
+    PAGE_SIZE,
+    Overview,
+    QueryError,
+    parse_query,
+    public_url,
+    render_landing_page,
+)
+from exporter.logs import REDACTOR
+from exporter.planner import Demand, make_plan
 from exporter.state import StateStore, TargetKey
+from exporter.targets import FunctionInfo, FunctionSettings
 from exporter.upstream import FunctionStats
+from exporter.web import ExporterHTTPServer
+
+NOW = 10_000.0
+PLAN = make_plan(Demand(listed=10), interval=30.0, budget=1600.0)
+OVERVIEW = Overview(PLAN, "https://mudbase.example")
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 
 
-def test_landing_page_lists_targets_and_escapes_everything() -> None:
+def page(state: StateStore, query: str = "", overview: Overview = OVERVIEW) -> str:
+    return render_landing_page(state.snapshot(), query, overview, now=NOW).decode()
+
+
+def stats(ratio: float | None, total: int = 100) -> FunctionStats:
+    failed = None if ratio is None else round(total * (1 - ratio))
+    return FunctionStats(
+        total_executions=total,
+        failed_executions=failed,
+        success_ratio=ratio,
+        avg_execution_seconds=0.25,
+        last_run_timestamp=NOW - 30,
+    )
+
+
+def rows(html: str) -> list[str]:
+    """Each row's project/function, in page order."""
+    body = html.split("<tbody>", 1)[1]
+    return [
+        f"{project}/{function.split('<br>')[0]}"
+        for project, function in re.findall(r"<tr><td>.*?</td><td>(.*?)</td><td>(.*?)</td>", body)
+    ]
+
+
+def test_hostile_names_errors_and_filter_are_escaped() -> None:
     state = StateStore()
-    evil = TargetKey("<script>alert(1)</script>", "f&g")
-    ok = TargetKey("p", "ok")
-    pending = TargetKey("p", "pending")
-    state.set_targets([evil, ok, pending])
-    state.record_success(ok, FunctionStats(), 1000.0)
-    state.record_failure(evil, "forbidden", 1000.0, keep_values_for=1, drop_values=False)
-    page = render_landing_page(state.snapshot(), "1m").decode()
-    assert "<script>" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "f&amp;g" in page
-    assert '<tr class="down">' in page
-    assert "forbidden" in page
-    assert '<tr class="up"><td>p</td><td>ok</td><td>up</td><td>1970-01-01 00:16:40 UTC' in page
-    assert "not polled yet" in page
-    assert '<a href="/metrics">' in page
-    assert "1 of 3 functions up" in page
+    evil = TargetKey(HOSTILE, "f&g")
+    named = TargetKey("p", "named")
+    state.set_targets([evil, named])
+    state.sync_project("p", {named: (FunctionSettings(0.99), FunctionInfo(HOSTILE, "http", True))})
+    state.record_failure(
+        evil, "forbidden", NOW - 5, keep_values_for=1, drop_values=False, detail=HOSTILE
+    )
+    state.record_success(named, stats(0.9), NOW - 1)
+    html = page(state, "q=" + "%3Cscript%3E")
+    assert "<script" not in html
+    assert "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img" in html
+    assert "f&amp;g" in html
+    assert 'value="&lt;script&gt;"' in html  # the filter echoed in the form
+    assert "matching &ldquo;&lt;script&gt;&rdquo;" in html
+    assert "default-src 'none'" in html  # and nothing would run if something slipped through
+
+
+def test_a_row_shows_the_numbers_and_the_last_error_detail() -> None:
+    state = StateStore()
+    key = TargetKey("shop", "checkout")
+    state.set_targets([key])
+    state.record_success(key, stats(0.85, total=1234), NOW - 2)
+    state.record_failure(
+        key, "timeout", NOW - 1, keep_values_for=60, drop_values=False, detail="read timed out"
+    )
+    html = page(state)
+    row = html.split("<tbody>", 1)[1]
+    assert '<span class="badge failing">failing</span>' in row
+    assert 'class="bad" title="objective 99.00%">85.00%</span>' in row  # below its objective
+    assert "1,234" in row
+    assert "(185 failed)" in row
+    assert "250 ms" in row
+    assert "30s ago" in row  # last run
+    assert "<b>timeout</b>" in row
+    assert '<span class="detail">read timed out</span>' in row
+
+
+def test_error_details_are_redacted_and_cut() -> None:
+    REDACTOR.add("tok-9f8e7d6c5b4a")
+    state = StateStore()
+    key = TargetKey("p", "f")
+    state.set_targets([key])
+    detail = "401 for token tok-9f8e7d6c5b4a " + "x" * 1000
+    state.record_failure(key, "auth", NOW, keep_values_for=1, drop_values=False, detail=detail)
+    html = page(state)
+    assert "tok-9f8e7d6c5b4a" not in html
+    assert "x" * 250 in html
+    assert "x" * 400 not in html
+    assert "&hellip;" in html
+
+
+def test_worst_first_failing_then_stale_then_pending_then_lowest_ratio() -> None:
+    state = StateStore()
+    keys = {name: TargetKey("p", name) for name in "abcdefgh"}
+    state.set_targets(keys.values())
+    state.record_success(keys["a"], stats(1.0), NOW)
+    state.record_success(keys["b"], stats(0.5), NOW)
+    state.record_success(keys["c"], stats(None), NOW)
+    state.record_success(keys["d"], stats(0.99), NOW - 3600)  # stale: an hour old
+    for _ in range(3):
+        state.record_failure(keys["e"], "timeout", NOW, keep_values_for=1, drop_values=False)
+    state.record_failure(keys["f"], "timeout", NOW, keep_values_for=1, drop_values=False)
+    state.record_success(keys["g"], stats(0.8), NOW)
+    # h: not polled yet
+    html = page(state)
+    assert rows(html) == ["p/e", "p/f", "p/d", "p/h", "p/b", "p/g", "p/a", "p/c"]
+    assert "8 functions: <b>4</b> up" in html
+    assert '<b class="bad">2</b> failing, <b>1</b> stale, <b>1</b> not polled yet' in html
+    assert "failing &times;3" in html
+
+
+def test_pagination_and_filter_keep_each_other() -> None:
+    state = StateStore()
+    keys = [TargetKey(f"proj{i % 2}", f"fn{i:04d}") for i in range(2 * PAGE_SIZE + 50)]
+    state.set_targets(keys)
+    for i, key in enumerate(keys):
+        state.record_success(key, stats(i / len(keys)), NOW)
+    first = page(state)
+    assert len(rows(first)) == PAGE_SIZE
+    assert rows(first)[0] == "proj0/fn0000"  # the lowest ratio
+    assert "Showing 1&ndash;100 of 250; page 1 of 3." in first
+    assert '<a href="?page=2">better &rarr;</a>' in first
+    assert "worse" not in first
+    last = page(state, "page=3")
+    assert len(rows(last)) == 50
+    assert '<a href="?page=2">&larr; worse</a>' in last
+    filtered = page(state, "q=PROJ1/&page=2")
+    assert len(rows(filtered)) == 25
+    assert all(row.startswith("proj1/") for row in rows(filtered))
+    assert "Showing 101&ndash;125 of 125 matching &ldquo;PROJ1/&rdquo; (of 250)" in filtered
+    assert '<a href="?q=PROJ1%2F&amp;page=1">&larr; worse</a>' in filtered
+    beyond = page(state, "page=9")
+    assert rows(beyond) == []
+    assert "None of 250" in beyond
+    assert '<a href="?page=3">&larr; worse</a>' in beyond
+
+
+def test_filter_matches_the_function_name_too() -> None:
+    state = StateStore()
+    key = TargetKey("p", "abc123")
+    state.set_targets([key])
+    state.sync_project("p", {key: (FunctionSettings(0.99), FunctionInfo("Resize", "http", None))})
+    assert rows(page(state, "q=resize")) == ["p/abc123"]
+    assert rows(page(state, "q=nothing")) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("page=0", "page: a whole number"),
+        ("page=abc", "page: a whole number"),
+        ("page=%D9%A3", "page: a whole number"),  # an Arabic-Indic digit
+        ("page=1&page=2", "page: given more than once"),
+        ("q=" + "a" * 201, "q: at most 200 printable characters"),
+        ("q=a%00b", "q: at most 200 printable characters"),
+        ("&".join(f"x{i}=1" for i in range(30)), "invalid query string"),
+    ],
+)
+def test_invalid_queries_are_refused(query: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        parse_query(query)
+
+
+def test_unknown_parameters_are_ignored() -> None:
+    assert parse_query("q=x&page=2&utm=1").page == 2
+
+
+def test_budget_interval_build_info_and_url_without_credentials() -> None:
+    stretched = make_plan(Demand(listed=1000), interval=30.0, budget=1600.0)
+    url = "https://user:hunter2@mudbase.example:8443/api?key=s3cret#frag"
+    html = page(StateStore(), overview=Overview(stretched, url))
+    assert "<code>https://mudbase.example:8443/api</code>" in html
+    assert "hunter2" not in html
+    assert "s3cret" not in html
+    per_15m = sum(stretched.per_15m().values())
+    assert f"<b>{per_15m:,.0f}</b> of 1,600 requests per 15 minutes" in html
+    assert "polled every <b>9m22s500ms</b>" in html
+    assert "configured 30s, stretched to fit the budget" in html
+    assert '<meta http-equiv="refresh" content="60">' in html  # at most a minute
+    assert '<a href="/metrics">' in html
+    assert "Version " in html
+    assert "stretched" not in page(StateStore())
+    assert '<meta http-equiv="refresh" content="30">' in page(StateStore())
+
+
+def test_public_url_keeps_ipv6_hosts() -> None:
+    assert public_url("http://u:p@[::1]:9718") == "http://[::1]:9718"
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    state = StateStore()
+    state.set_targets([TargetKey("p", "f")])
+    exposition = CachedExposition(lambda: [], lambda: 0, CollectorRegistry())
+    httpd = ExporterHTTPServer(
+        ("127.0.0.1", 0),
+        exposition,
+        landing_page=lambda query: render_landing_page(state.snapshot(), query, OVERVIEW),
+        ready=lambda: True,
+        reload=lambda: None,
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_the_server_serves_the_page_and_refuses_bad_queries(server: str) -> None:
+    with urllib.request.urlopen(f"{server}/?q=p&page=1", timeout=5) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert rows(response.read().decode()) == ["p/f"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{server}/?page=-1", timeout=5)
+    assert refused.value.code == 400
+    assert refused.value.read() == b"page: a whole number from 1 to 100000\n"
+    refused.value.close()

@@ -286,7 +286,18 @@ class Lister:
     def __init__(self, functions: int) -> None:
         self.functions = functions
         self.fail_from_page = math.inf
+        self.absent: set[str] = set()  # left out of the listing (paging drift, a flap)
+        self.logs_answer: Exception | None = None
         self.planner: RequestPlanner | None = None
+
+    async def function_logs(
+        self, project: str, function: str, *, kind: RequestKind = POLL, **_: int
+    ) -> LogsPage:
+        assert self.planner is not None
+        async with self.planner.turn(kind):
+            if self.logs_answer is not None:
+                raise self.logs_answer
+            return LogsPage(FunctionStats(total_executions=1))
 
     async def function_page(self, project: str, page: int) -> FunctionPage:
         assert self.planner is not None
@@ -296,7 +307,9 @@ class Lister:
             first = (page - 1) * 100
             ids = range(first, min(first + 100, self.functions))
             summaries = [
-                FunctionSummary(f"f{i}", f"f{i}", True, "http", FunctionStats()) for i in ids
+                FunctionSummary(f"f{i}", f"f{i}", True, "http", FunctionStats())
+                for i in ids
+                if f"f{i}" not in self.absent
             ]
             return FunctionPage(summaries, math.ceil(self.functions / 100))
 
@@ -374,3 +387,92 @@ async def test_a_hanging_older_page_ends_the_paging_not_the_poll() -> None:
     target = state.snapshot()[KEYS[0]]
     assert target.up  # the stats of the first page are published
     assert observed(state) == (10, 140)  # what the hanging page held is unobserved
+
+
+@pytest.mark.asyncio
+async def test_a_discovered_function_leaves_after_two_listings_without_it_or_a_404() -> None:
+    lister, state = Lister(3), StateStore()
+    p = poller(lister, state, interval=3600, logs_for_changes=False)
+    p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await p.stop()  # no polls on their own: this test lists when it says
+    await p.poll_project("proj")
+    f1 = TargetKey("proj", "f1")
+    kept = state.snapshot()[f1]
+    lister.absent = {"f1"}
+    await p.poll_project("proj")
+    assert state.snapshot()[f1] == kept  # missing once (a drifting page): kept as it was
+    lister.absent = set()
+    await p.poll_project("proj")
+    lister.absent = {"f1"}
+    await p.poll_project("proj")
+    assert f1 in state.snapshot()  # the count starts again after it came back
+    await p.poll_project("proj")
+    assert f1 not in state.snapshot()  # missing from two complete listings in a row: gone
+    lister.fail_from_page = 1
+    lister.absent = {"f2"}
+    await p.poll_project("proj")
+    await p.poll_project("proj")
+    assert TargetKey("proj", "f2") in state.snapshot()  # failed listings say nothing
+    await p.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_discovered_function_whose_logs_are_not_found_leaves_at_once() -> None:
+    lister, state = Lister(2), StateStore()
+    lister.logs_answer = PollError(Reason.NOT_FOUND, "HTTP 404")
+    p = poller(lister, state, interval=3600)
+    p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await p.stop()  # no polls on their own: this test lists when it says
+    await p.poll_project("proj")  # both changed (first seen): their logs are asked for
+    await asyncio.gather(*p._background)
+    assert state.snapshot() == {}
+    await p.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_bug_outside_a_poll_is_counted_and_the_next_poll_runs_on_time() -> None:
+    client, state = FakeClient(), StateStore()
+    client.release.set()
+    metrics = ExporterMetrics(CollectorRegistry())
+    p = poller(client, state, interval=60, metrics=metrics)
+    succeeded, bugs = p._succeeded, [ValueError("a bug in publishing")]
+
+    def failing_once(*args: Any) -> None:
+        if bugs:
+            raise bugs.pop()
+        succeeded(*args)
+
+    p._succeeded = failing_once  # type: ignore[method-assign,assignment]
+    p.apply({KEYS[0]: SETTINGS[KEYS[0]]})
+    await asyncio.sleep(30)
+    assert state.snapshot()[KEYS[0]].up is None  # the first poll's result was lost to the bug
+    assert metrics.loop_errors._counter.labels("poll")._value.get() == 1
+    await asyncio.sleep(60)
+    assert state.snapshot()[KEYS[0]].up  # the loop went on: the next poll, on time
+    await p.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_bug_in_a_listing_or_a_logs_request_is_counted_and_the_next_round_works() -> None:
+    lister, state = Lister(2), StateStore()
+    metrics = ExporterMetrics(CollectorRegistry())
+    p = poller(lister, state, interval=3600, metrics=metrics)
+    p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await p.stop()  # no polls on their own: this test lists when it says
+    publish, bugs = p._publish, [KeyError("a bug in publishing")]
+
+    def failing_once(*args: Any) -> None:
+        if bugs:
+            raise bugs.pop()
+        publish(*args)
+
+    p._publish = failing_once  # type: ignore[method-assign,assignment]
+    lister.logs_answer = ValueError("a bug in parsing")
+    await p.poll_project("proj")
+    assert metrics.loop_errors._counter.labels("list")._value.get() == 1
+    assert state.snapshot() == {}  # nothing published from the failed listing
+    await p.poll_project("proj")
+    await asyncio.gather(*p._background)
+    assert len(state.snapshot()) == 2  # the next listing works
+    assert metrics.loop_errors._counter.labels("logs")._value.get() == 2  # one per function

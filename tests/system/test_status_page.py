@@ -1,0 +1,72 @@
+"""The status page in a real browser (Debian's chromium, headless): the numbers render, a
+reload shows what changed upstream, and markup injected through Mudbase's data stays text."""
+
+import re
+from pathlib import Path
+
+from tests.browser import dump_dom
+from tests.helpers import SIM_TOKEN, run_exporter, run_simulator, wait_for
+
+HOSTILE = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
+CONFIG = """\
+mudbase: {{url: "{url}", token: {token}, timeout: 500ms}}
+interval: 1s
+targets:
+  - project: shop
+    functions: [steady, broken]
+  - project: web
+    functions: all
+"""
+
+
+def row(dom: str, function: str) -> str:
+    """The text of the table row of `function`, tags stripped."""
+    for tr in re.findall(r"<tr>(.*?)</tr>", dom, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)
+        if len(cells) > 2 and re.sub(r"<br>.*", "", cells[2]) == function:
+            return re.sub(r"<[^>]+>", " ", tr)
+    raise AssertionError(f"no row for {function}")
+
+
+def test_status_page_renders_updates_on_reload_and_escapes(tmp_path: Path) -> None:
+    with run_simulator() as simulator:
+        simulator.put_function("shop", "steady", initial_executions=1000, failure_ratio=0.1)
+        simulator.put_function("shop", "broken", initial_executions=10)
+        simulator.set_fault("shop", "broken", "status", status=500)
+        simulator.put_function("web", "evil", name=HOSTILE, initial_executions=5)
+        config = tmp_path / "config.yaml"
+        config.write_text(CONFIG.format(url=simulator.url, token=SIM_TOKEN))
+        with run_exporter(config) as exporter:
+            stats = simulator.stats("shop", "steady")
+            dom = dump_dom(f"{exporter.url}/")
+            assert "<title>Mudbase Exporter</title>" in dom  # no script ran
+            assert "3 functions: <b>2</b> up, <b" in dom
+            assert re.search(r">1</b> failing", dom)
+            first = dom.index("<tbody>")
+            assert dom.index("broken", first) < dom.index("steady", first)  # worst first
+            broken = row(dom, "broken")
+            assert "failing" in broken
+            assert "server_error" in broken
+            assert "HTTP 500" in broken
+            steady = row(dom, "steady")
+            assert f"{stats['totalExecutions']:,}" in steady
+            assert f"{stats['successRate']:.2f}%" in steady
+            # the hostile name arrived through the list endpoint and stayed text
+            assert "<script" not in dom
+            assert "<img" not in dom
+            assert "&lt;script&gt;document.title=" in dom
+            assert f"<code>{simulator.url}</code>" in dom
+            assert SIM_TOKEN not in dom
+
+            simulator.put_function("shop", "steady", initial_executions=2500, failure_ratio=0.1)
+            simulator.set_fault("shop", "steady", "status", status=503)
+            wait_for(
+                lambda: "failing" in row(dump_dom(f"{exporter.url}/?q=shop/"), "steady"),
+                20,
+                "the page to show steady failing after a reload",
+                step=0.2,
+            )
+            dom = dump_dom(f"{exporter.url}/?q=shop/")
+            assert re.search(r">2</b> failing", dom)
+            assert "HTTP 503" in row(dom, "steady")
+            assert "evil" not in dom.split("<tbody>", 1)[1]  # filtered out
