@@ -179,16 +179,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _metrics(self, send_body: bool) -> None:
         """Chunked: the per-function part goes out while the self-metrics are collected (a
-        HEAD answer has the whole length instead)."""
+        HEAD answer, or one to HTTP/1.0, which has no chunks, has the whole length instead)."""
         gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", CONTENT_TYPE)
         if gzipped:
             self.send_header("Content-Encoding", "gzip")
-        if not send_body:
+        if not send_body or self.request_version != "HTTP/1.1":
             pieces = self.server.exposition.pieces(gzipped)
             self.send_header("Content-Length", str(sum(map(len, pieces))))
             self.end_headers()
+            if send_body:
+                write_pieces(self.connection, self.wfile, pieces)
             return
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
