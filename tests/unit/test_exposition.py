@@ -214,6 +214,26 @@ def test_background_renderer_follows_changes_without_rendering_on_scrapes() -> N
         exposition.stop()
 
 
+def test_the_renderer_collects_the_self_metrics_so_that_scrapes_send_them_from_memory() -> None:
+    exposition, _, live, _ = setup()
+    exposition.start()
+    try:
+        wait_for(lambda: live.collects >= 2, 5, "the renderer to collect the self-metrics")
+        collected = live.collects
+        bodies = [exposition.body() for _ in range(20)]
+        assert live.collects - collected <= 1  # a refresh may land meanwhile; scrapes collect none
+        assert all(b"live_part" in body for body in bodies)
+        wait_for(  # collected again every second, so never older than that
+            lambda: b"live_part %d.0" % (collected + 1) in exposition.body(), 5, "a refresh"
+        )
+    finally:
+        exposition.stop()
+    stale = live.collects
+    wait_for(  # with the renderer stopped, a scrape collects once the collection is too old
+        lambda: b"live_part %d.0" % (stale + 1) in exposition.body(), 5, "a scrape's own collection"
+    )
+
+
 def receive_all(sock: socket.socket, into: bytearray) -> None:
     while chunk := sock.recv(1 << 16):
         into += chunk
