@@ -20,6 +20,8 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from operator import itemgetter
 from types import MappingProxyType
 
 from exporter.upstream import Execution
@@ -92,45 +94,59 @@ class Cursor:
         return replace(moved, floor=moved.newest)
 
     def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
-        """The executions not counted yet (one comprehension: it runs 100 times an answer)."""
-        floor, seen, horizon = self.floor, set(self.seen_ids), _horizon()
+        """The executions not counted yet (one comprehension comparing datetimes, no call per
+        execution but the hash: it runs 100 times an answer)."""
+        floor, horizon = _moment(self.floor), _moment(_horizon())
+        seen = set(self.seen_ids)
         return [
             e
             for e in executions
             if (at := e.executed_at) is not None
-            and floor <= at.timestamp() <= horizon
-            and hash(_identity(e)) not in seen
+            and floor <= at <= horizon
+            and hash(e.id or repr(at)) not in seen
         ]
 
     def moved_to(self, executions: Iterable[Execution]) -> "Cursor":
         """The cursor once `executions` (new ones) are counted too."""
-        horizon = _horizon()
-        entries = dict(zip(self.seen_ids, self.seen_at, strict=True))
-        for execution in executions:
-            at = execution.executed_at
-            if at is not None and self.floor <= (moment := at.timestamp()) <= horizon:
-                entries[hash(_identity(execution))] = moment
-        if not entries:
-            return self
-        kept = sorted(entries.items(), key=lambda entry: entry[1])
-        newest = max(self.newest, kept[-1][1])
-        floor = max(self.floor, newest - LOOKBACK)
-        kept = [entry for entry in kept if entry[1] >= floor]
-        if len(kept) > MAX_SEEN:  # the window is full: the floor rises past what leaves it
-            floor = max(floor, math.nextafter(kept[-MAX_SEEN - 1][1], math.inf))
-            kept = kept[-MAX_SEEN:]
-        return Cursor(
-            floor,
-            newest,
-            array("d", (at for _, at in kept)),
-            array("q", (identity for identity, _ in kept)),
+        floor, horizon, seen = self.floor, _horizon(), set(self.seen_ids)
+        fresh = sorted(
+            {
+                identity: moment
+                for e in executions
+                if (at := e.executed_at) is not None
+                and floor <= (moment := at.timestamp()) <= horizon
+                and (identity := hash(e.id or repr(at))) not in seen
+            }.items(),
+            key=itemgetter(1),
         )
+        if not fresh:
+            return self
+        kept = list(zip(self.seen_ids, self.seen_at, strict=True))
+        if kept and fresh[0][1] < kept[-1][1]:  # a late arrival: not simply newer than all
+            kept = sorted(kept + fresh, key=itemgetter(1))
+        else:
+            kept += fresh
+        newest = max(self.newest, kept[-1][1])
+        floor = max(floor, newest - LOOKBACK)
+        if kept[0][1] < floor:
+            kept = [entry for entry in kept if entry[1] >= floor]
+        if len(kept) > MAX_SEEN:  # the window is full: the floor rises past what leaves it
+            floor = max(floor, kept[-MAX_SEEN - 1][1] + 1e-6)  # a microsecond: datetimes' step
+            kept = kept[-MAX_SEEN:]
+        ids, times = zip(*kept, strict=True)
+        return Cursor(floor, newest, array("d", times), array("q", ids))
 
 
 def _horizon() -> float:
     """Executions dated further ahead than this are ignored (a clock gone wrong upstream): one
     would otherwise hold the cursor in the future and stop all counting until a restart."""
     return time.time() + FUTURE_TOLERANCE
+
+
+def _moment(timestamp: float) -> datetime:
+    if timestamp == -math.inf:
+        return datetime.min.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _identity(execution: Execution) -> str:
