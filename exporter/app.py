@@ -328,35 +328,45 @@ class Exporter:
         the credential while the URL and the credentials stay the same.
         """
         async with self._reload_lock:
-            if self.config_path is None:
-                raise ReloadError("no configuration file to reload (demo mode)")
             try:
-                loaded = load_config(self.config_path)
-            except ConfigError as err:
-                self.metrics.config_last_reload_successful.set(0)
-                log.error(  # noqa: TRY400 - the message names every problem; no traceback
-                    "configuration reload failed; keeping the running configuration", error=str(err)
-                )
-                raise ReloadError(str(err)) from None
-            REDACTOR.add(*secrets_of(loaded.credentials))
-            runtime = self._runtime
-            if runtime is not None and runtime.same_connection(loaded):
-                runtime.poller.apply(self._targets(loaded), loaded.config.project_selectors())
-                runtime.loaded = loaded
-            else:
-                if runtime is not None:
-                    await runtime.close()  # its polls end before the new ones start
-                try:
-                    self._runtime = await self._start(loaded)
-                except Exception as err:
-                    self.metrics.config_last_reload_successful.set(0)
-                    log.exception("could not start the new configuration; keeping the old one")
-                    if runtime is not None:
-                        self._runtime = await self._start(runtime.loaded)
-                    raise ReloadError(f"could not start the new configuration: {err}") from None
-            self.loaded = loaded
-            self._mark_loaded()
-            log.info("configuration reloaded", functions=len(loaded.config.function_keys()))
+                await self._reload()
+            finally:  # what /-/reload answers, the next scrape shows
+                self.exposition.self_metrics_changed()
+
+    async def _reload(self) -> None:
+        if self.config_path is None:
+            raise ReloadError("no configuration file to reload (demo mode)")
+        try:
+            loaded = load_config(self.config_path)
+        except ConfigError as err:
+            self.metrics.config_last_reload_successful.set(0)
+            log.error(  # noqa: TRY400 - the message names every problem; no traceback
+                "configuration reload failed; keeping the running configuration", error=str(err)
+            )
+            raise ReloadError(str(err)) from None
+        REDACTOR.add(*secrets_of(loaded.credentials))
+        await self._switch_to(loaded)
+        self.loaded = loaded
+        self._mark_loaded()
+        log.info("configuration reloaded", functions=len(loaded.config.function_keys()))
+
+    async def _switch_to(self, loaded: LoadedConfig) -> None:
+        """Run `loaded`: new targets only, or a new runtime; on failure, the old one again."""
+        runtime = self._runtime
+        if runtime is not None and runtime.same_connection(loaded):
+            runtime.poller.apply(self._targets(loaded), loaded.config.project_selectors())
+            runtime.loaded = loaded
+            return
+        if runtime is not None:
+            await runtime.close()  # its polls end before the new ones start
+        try:
+            self._runtime = await self._start(loaded)
+        except Exception as err:
+            self.metrics.config_last_reload_successful.set(0)
+            log.exception("could not start the new configuration; keeping the old one")
+            if runtime is not None:
+                self._runtime = await self._start(runtime.loaded)
+            raise ReloadError(f"could not start the new configuration: {err}") from None
 
     def reload_from_thread(self) -> str | None:
         """For the HTTP thread: run a reload on the event loop; the error text, or None."""

@@ -115,6 +115,11 @@ class CachedExposition:
             self._unrendered_since = time.monotonic()
         self._changed.set()
 
+    def self_metrics_changed(self) -> None:
+        """The self-metrics changed in a way the next scrape must show (a reload): collect them
+        on that scrape, not from the renderer's last collection."""
+        self._live_texts = None
+
     def unrendered_for(self) -> float:
         """Seconds since the oldest change of the state that /metrics does not show yet."""
         since = self._unrendered_since
