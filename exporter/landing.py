@@ -29,7 +29,7 @@ MAX_PAGE = 100_000
 DETAIL_CHARS = 300  # an error's detail is cut to this length on the page
 STALE_INTERVALS = 3  # data older than this many effective intervals is stale
 REFRESH_BOUNDS = (5, 60)  # seconds: the page reloads every interval, within these bounds
-DOCS_URL = "https://github.com/mudbase/mudbase-exporter#readme"
+DOCS_URL = "https://github.com/mudbase/mudbase-exporter/blob/main/docs/operations.md"
 _UNKNOWN_RATIO = 2.0  # sorts after every real ratio
 
 _STYLE = """
