@@ -55,24 +55,24 @@ def start_simulator(
     for benchmarks that lift the exporter's budget to measure something else)."""
     scenario = Path(f"/tmp/bench-scenario-{os.getpid()}.json")
     scenario.write_text(json.dumps({"tokens": [token], "functions": functions}))
+    return _listening(
+        "exporter.simulator.cli",
+        "--listen-address",
+        "127.0.0.1:0",
+        "--scenario",
+        str(scenario),
+        "--seed",
+        str(seed),
+        "--latency",
+        latency,
+        *([] if rate_limit is None else ["--rate-limit", str(rate_limit)]),
+    )
+
+
+def _listening(module: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`python -m module args` in another process, once it printed "listening on URL"."""
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter.simulator.cli",
-            "--listen-address",
-            "127.0.0.1:0",
-            "--scenario",
-            str(scenario),
-            "--seed",
-            str(seed),
-            "--latency",
-            latency,
-            *([] if rate_limit is None else ["--rate-limit", str(rate_limit)]),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
+        [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
     assert process.stdout is not None
     url = process.stdout.readline().split("listening on ")[1].strip()
@@ -115,22 +115,7 @@ def start_fixed_server(plain: bytes, gzipped: bytes) -> tuple[subprocess.Popen[s
     directory = Path(tempfile.mkdtemp(prefix="bench-fixed-"))
     (directory / "plain").write_bytes(plain)
     (directory / "gzip").write_bytes(gzipped)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.common",
-            "serve",
-            str(directory / "plain"),
-            str(directory / "gzip"),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    url = process.stdout.readline().split("listening on ")[1].strip()
-    return process, url
+    return _listening("bench.common", "serve", str(directory / "plain"), str(directory / "gzip"))
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
