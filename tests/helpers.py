@@ -12,12 +12,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 SIM_TOKEN = "sim-token-5f2b9c1e7d"
@@ -311,3 +313,26 @@ def _answers(exporter: ExporterProcess) -> bool:
         return http_get(f"{exporter.url}/-/healthy", 1, exporter.options)[0] == 200
     except OSError:
         return False
+
+
+def first_gzip_member(body: bytes) -> bytes:
+    """What a reader of the first gzip member only (httpx, some browsers) reads; the body must
+    be exactly that one member."""
+    reader = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    text = reader.decompress(body)
+    assert reader.eof
+    assert reader.unused_data == b""
+    return text
+
+
+def deny_reading(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
+    """Reading `denied` fails with EACCES: chmod 000 does not stop root, so the OS answer is
+    faked."""
+    real = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == denied:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)

@@ -14,6 +14,7 @@ from exporter.config import (
     parse_config,
 )
 from exporter.targets import FunctionSettings, TargetKey
+from tests.helpers import deny_reading
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata" / "config"
 NO_ENV: dict[str, str] = {}
@@ -227,14 +228,7 @@ def test_secret_file_that_is_unreadable(
 ) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret-value\n")
-    real = Path.read_bytes
-
-    def denied(self: Path) -> bytes:  # chmod 000 does not stop root, so the OS answer is faked
-        if self == secret:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
-
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    deny_reading(monkeypatch, secret)
     assert load_with_secret_file(key, secret) == [
         f"mudbase.{key}: cannot read {str(secret)!r}: permission denied"
     ]

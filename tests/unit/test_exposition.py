@@ -26,7 +26,7 @@ from exporter.state import StateStore
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 from exporter.web import _grouped, write_pieces
-from tests.helpers import wait_for
+from tests.helpers import first_gzip_member, wait_for
 
 
 class Counting(Collector):
@@ -82,15 +82,6 @@ def project_state(projects: dict[str, int]) -> StateStore:
     return state
 
 
-def one_member(body: bytes) -> bytes:
-    """The text of a gzip body that must be exactly one member."""
-    reader = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    text = reader.decompress(body)
-    assert reader.eof
-    assert reader.unused_data == b""
-    return text
-
-
 def static_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     Gauge("static_gauge", "test", ["kind"], registry=registry).labels("a").set(1)
@@ -117,7 +108,7 @@ def test_gzip_body_is_one_member_that_decodes_to_exactly_the_plain_body() -> Non
     plain = exposition.body()
     zipped = exposition.body(gzipped=True)
     assert gzip.decompress(zipped) == plain
-    assert one_member(zipped) == plain  # readers of the first member only read it all
+    assert first_gzip_member(zipped) == plain  # readers of the first member only read it all
     assert plain.endswith(generate_latest(static_registry()))
     assert b'mudbase_function_up{function="fn0",project="b"} 1.0' in plain
 

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from exporter.auth import ApiKey, FileSecret, FileToken
 from exporter.logs import configure_logging
+from tests.helpers import deny_reading
 
 GOOD = "good-token-1"
 
@@ -92,14 +93,7 @@ def test_unreadable_file_says_permission_denied(
     path = tmp_path / "key"
     path.write_text(GOOD)
     key = ApiKey(SecretStr(GOOD), path)
-    real = Path.read_bytes
-
-    def denied(self: Path) -> bytes:  # chmod 000 does not stop root, so the OS answer is faked
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
-
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    deny_reading(monkeypatch, path)
     path.write_text("rotated-key")  # a change, so the file is re-read
     bump(path)
     assert asyncio.run(key.headers()) == {"X-API-Key": GOOD}
