@@ -3,8 +3,9 @@
 import asyncio
 import itertools
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,6 +20,7 @@ from exporter.targets import FunctionSettings, ProjectSelector, Shard, TargetKey
 from exporter.upstream import Execution, FunctionPage, FunctionStats, FunctionSummary, LogsPage
 
 POLL = RequestKind.POLL
+P = ParamSpec("P")
 KEYS = [TargetKey("p", f"f{i}") for i in range(10)]
 SETTINGS = dict.fromkeys(KEYS, FunctionSettings(0.99))
 
@@ -429,6 +431,18 @@ async def test_a_discovered_function_whose_logs_are_not_found_leaves_at_once() -
     await p.stop()
 
 
+def failing_once(method: Callable[P, None], bug: Exception) -> Callable[P, None]:
+    """`method`, raising `bug` the first time it is called (a bug injected into a loop)."""
+    bugs = [bug]
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> None:
+        if bugs:
+            raise bugs.pop()
+        method(*args, **kwargs)
+
+    return call
+
+
 @pytest.mark.asyncio
 @pytest.mark.looptime
 async def test_a_bug_outside_a_poll_is_counted_and_the_next_poll_runs_on_time() -> None:
@@ -436,14 +450,7 @@ async def test_a_bug_outside_a_poll_is_counted_and_the_next_poll_runs_on_time() 
     client.release.set()
     metrics = ExporterMetrics(CollectorRegistry())
     p = poller(client, state, interval=60, metrics=metrics)
-    succeeded, bugs = p._succeeded, [ValueError("a bug in publishing")]
-
-    def failing_once(*args: Any) -> None:
-        if bugs:
-            raise bugs.pop()
-        succeeded(*args)
-
-    p._succeeded = failing_once  # type: ignore[method-assign,assignment]
+    p._succeeded = failing_once(p._succeeded, ValueError("a bug in publishing"))  # type: ignore[method-assign]
     p.apply({KEYS[0]: SETTINGS[KEYS[0]]})
     await asyncio.sleep(30)
     assert state.snapshot()[KEYS[0]].up is None  # the first poll's result was lost to the bug
@@ -460,14 +467,7 @@ async def test_a_bug_in_a_listing_or_a_logs_request_is_counted_and_the_next_roun
     p = poller(lister, state, interval=3600, metrics=metrics)
     p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
     await p.stop()  # no polls on their own: this test lists when it says
-    publish, bugs = p._publish, [KeyError("a bug in publishing")]
-
-    def failing_once(*args: Any) -> None:
-        if bugs:
-            raise bugs.pop()
-        publish(*args)
-
-    p._publish = failing_once  # type: ignore[method-assign,assignment]
+    p._publish = failing_once(p._publish, KeyError("a bug in publishing"))  # type: ignore[method-assign]
     lister.logs_answer = ValueError("a bug in parsing")
     await p.poll_project("proj")
     assert metrics.loop_errors._counter.labels("list")._value.get() == 1
