@@ -64,7 +64,7 @@ async def run_demo(listen: tuple[str, int], web: WebConfig | None = None) -> int
     print(
         f"\nmudbase-exporter demo: a simulated Mudbase with {len(DEMO_FUNCTIONS)} functions, "
         f"polled every {DEMO_INTERVAL}\n"
-        f"  landing page:  {base}/\n"
+        f"  status page:   {base}/\n"
         f"  metrics:       {base}/metrics\n"
         f"  simulator:     {simulator_url}/_sim/state\n"
         f"{_exposure_note(listen[0], exporter.port)}"
