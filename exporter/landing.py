@@ -124,18 +124,15 @@ def _matches(state: TargetState, needle: str) -> bool:
     return needle in f"{state.key.project}/{state.key.function}\n{name}".casefold()
 
 
-def worst_first(
-    targets: Iterable[TargetState], now: float, interval: float, q: str = ""
-) -> list[_Row]:
-    """The functions matching `q` (case-insensitive), worst first."""
+def worst_first(targets: Iterable[TargetState], now: float, interval: float) -> list[_Row]:
+    """Every function with its status, worst first."""
+    return sorted((_Row(state, status_of(state, now, interval)) for state in targets), key=_rank)
+
+
+def matching(rows: list[_Row], q: str) -> list[_Row]:
+    """The rows whose function matches `q` (case-insensitive), in their order."""
     needle = q.casefold()
-    rows = [
-        _Row(state, status_of(state, now, interval))
-        for state in targets
-        if not needle or _matches(state, needle)
-    ]
-    rows.sort(key=_rank)
-    return rows
+    return [row for row in rows if _matches(row.state, needle)] if needle else rows
 
 
 def public_url(url: str) -> str:
@@ -324,7 +321,7 @@ def render_landing_page(
     now = time.time() if now is None else now
     plan = overview.plan
     everything = worst_first(targets.values(), now, plan.interval)
-    rows = worst_first(targets.values(), now, plan.interval, request.q) if request.q else everything
+    rows = matching(everything, request.q)  # statuses and order worked out once
     shown = rows[(request.page - 1) * PAGE_SIZE : request.page * PAGE_SIZE]
     body = "\n".join(_row(row, now) for row in shown)
     head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
