@@ -31,6 +31,7 @@ from exporter.upstream import Execution
 TRIGGER_TYPES = ("document", "file", "http", "cron", "schedule", "webhook", "auth", "manual")
 INVOKERS = ("trigger", "manual", "api_key", "cron")
 OTHER, UNKNOWN = "other", "unknown"
+OUTCOMES = ("success", "failure")  # each exported from 0 once its trigger/invoker pair is seen
 
 # Serverless execution times: from a few milliseconds to a timed-out run of minutes.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -54,6 +55,17 @@ def kind_of(execution: Execution) -> Kind:
 def _kind(success: bool | None, trigger_type: str | None, invoked_by: str | None) -> Kind:
     outcome = UNKNOWN if success is None else ("success" if success else "failure")
     return outcome, _bounded(trigger_type, TRIGGER_TYPES), _bounded(invoked_by, INVOKERS)
+
+
+def _with_both_outcomes(counts: Mapping[Kind, int], kinds: Iterable[Kind]) -> dict[Kind, int]:
+    """`counts` with a 0 for each outcome of every trigger/invoker pair in `kinds` not counted
+    yet: a function's failure counter exists, at 0, before its first failure, so that
+    increase() sees that failure (it ignores a series' first sample)."""
+    seeded = dict(counts)
+    for _, trigger_type, invoked_by in kinds:
+        for outcome in OUTCOMES:
+            seeded.setdefault((outcome, trigger_type, invoked_by), 0)
+    return seeded
 
 
 def _bounded(value: str | None, allowed: tuple[str, ...]) -> str:
@@ -196,6 +208,7 @@ class ExecutionTotals:
         return replace(
             self,
             cursor=Cursor.placed_at(executions),
+            counts=MappingProxyType(_with_both_outcomes(self.counts, map(kind_of, executions))),
             placed=True,
             unobserved=self.unobserved + self._reported(total),
             last_total=self.last_total if total is None else total,
@@ -231,7 +244,9 @@ class ExecutionTotals:
                 duration_sum += seconds
         return ExecutionTotals(
             cursor=self.cursor.moved_to(new),
-            counts=MappingProxyType(dict(counts)),
+            counts=MappingProxyType(
+                _with_both_outcomes(counts, counts.keys() - self.counts.keys())
+            ),
             buckets=tuple(buckets),
             duration_sum=duration_sum,
             unobserved=self.unobserved + max(0, debt),

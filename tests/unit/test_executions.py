@@ -40,6 +40,23 @@ def test_label_values_are_bounded_sets() -> None:
     assert kind_of(Execution(success=True, trigger_type="")) == ("success", "unknown", "unknown")
 
 
+def test_both_outcomes_of_a_seen_trigger_and_invoker_are_counted_from_zero() -> None:
+    """A failure counter exists at 0 before the first failure (increase() ignores a series'
+    first sample: a counter born at 50 failures would show none of them)."""
+    first = Execution("e0", moment(1000), 0.1, True, "http", "trigger")
+    placed = ExecutionTotals.start([first], total=1)
+    assert placed.counts == {("success", "http", "trigger"): 0, ("failure", "http", "trigger"): 0}
+    manual = Execution("e1", moment(1001), 0.1, True, "http", "manual")
+    failed = Execution("e2", moment(1002), 0.1, False, "http", "trigger")
+    counted = placed.advance([manual, failed], total=3)
+    assert counted.counts == {
+        ("success", "http", "trigger"): 0,
+        ("failure", "http", "trigger"): 1,
+        ("success", "http", "manual"): 1,
+        ("failure", "http", "manual"): 0,
+    }
+
+
 def test_executions_at_the_same_instant_are_told_apart_by_id() -> None:
     totals = ExecutionTotals.start([run(1, at=50.0)], total=1)
     same_instant = [run(2, at=50.0), run(1, at=50.0)]
