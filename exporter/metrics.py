@@ -157,6 +157,12 @@ POLL_INTERVAL = MetricSpec(
     "Time between two polls of the same function: the configured interval, or longer when "
     "stretched to keep within the request budget.",
 )
+CONFIGURED_POLL_INTERVAL = MetricSpec(
+    "mudbase_exporter_configured_poll_interval_seconds",
+    "gauge",
+    "The poll interval the configuration asks for (interval); "
+    "mudbase_exporter_poll_interval_seconds is what the request budget allows.",
+)
 REQUEST_BUDGET = MetricSpec(
     "mudbase_exporter_request_budget_per_15m",
     "gauge",
@@ -252,6 +258,7 @@ ALL_METRICS = (
     POLL_ERRORS,
     POLL_DURATION,
     POLL_INTERVAL,
+    CONFIGURED_POLL_INTERVAL,
     REQUEST_BUDGET,
     TARGETS,
     REQUEST_BUDGET_USED,

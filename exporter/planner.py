@@ -459,6 +459,7 @@ class RequestPlanner:
 
     def _publish_plan(self) -> None:
         self._metrics.poll_interval.set(self.plan.interval)
+        self._metrics.configured_poll_interval.set(self.plan.configured_interval)
         self._metrics.request_budget.set(self.plan.budget)
         for kind, per_15m in self.plan.per_15m().items():
             self._metrics.planned_requests.labels(kind.value).set(per_15m)

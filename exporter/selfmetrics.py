@@ -106,6 +106,7 @@ class ExporterMetrics:
         self.planned_requests = _gauge(m.PLANNED_REQUESTS, registry)  # by the planner's kinds
         self.rate_limit_paused = _counter(m.RATE_LIMIT_PAUSED, registry)
         self.poll_interval = _gauge(m.POLL_INTERVAL, registry)
+        self.configured_poll_interval = _gauge(m.CONFIGURED_POLL_INTERVAL, registry)
         self.request_budget = _gauge(m.REQUEST_BUDGET, registry)
         self.targets = _gauge(m.TARGETS, registry)
         self.config_last_reload_successful = _gauge(m.CONFIG_LAST_RELOAD_SUCCESSFUL, registry)
