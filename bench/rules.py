@@ -1,31 +1,34 @@
-"""What the shipped alert rules cost the real Prometheus, and whether they still alert right.
+"""What the shipped alert rules cost the real Prometheus, whether they alert right, and how
+long a page takes.
 
-    .venv/bin/python bench/rules.py --functions 1000
-    .venv/bin/python bench/rules.py --functions 10000 --step 120
+    .venv/bin/python bench/rules.py --functions 1000 --minutes 25
+    .venv/bin/python bench/rules.py --functions 10000 --step 120 --minutes 20
 
 Three days of synthetic history for N functions are written as OpenMetrics and turned into TSDB
-blocks with `promtool tsdb create-blocks-from openmetrics`: per function the series the rules
-read (the executions and failed-executions gauges, the observed-executions counter by outcome,
-the unobserved counter) and the 5m building blocks the rules record, as three days of running
-them would have left them (the long windows read those, never the raw series). The raw series
-are backfilled for the last hour only by default (`--raw-history`, seconds): the rules read them
-over 5 minutes, and three days of them at 10,000 functions are tens of gigabytes of text. Then
-Debian's Prometheus starts on 127.0.0.1 in a temporary directory with the shipped rule file
-unchanged, scrapes this script's live continuation of the same history, evaluates for some
-minutes, and the script prints a markdown table: per rule group the median evaluation time
-against its interval, the samples one evaluation reads
-(each rule's query run once with `stats=all`),
-Prometheus' peak RSS and the recorded series per function; then it checks that every incident
-function's pages fire and that no other function has any function alert, pending or firing.
+blocks with `promtool tsdb create-blocks-from openmetrics`: per function the raw series the
+exporter serves (the stats gauges, the execution counters, the objective), and what three days
+of running the rules would have left: each function's merged counts and its 1m blocks (for the
+windows up to 1h) and 5m blocks (for the longer windows). The raw series are backfilled for the
+last hour only by default (`--raw-history`, seconds): the rules read them instantly, and three
+days of them at 10,000 functions are tens of gigabytes of text. Then Debian's Prometheus starts
+on 127.0.0.1 in a temporary directory with the shipped rule file unchanged, scrapes this
+script's live continuation of the same history, evaluates for some minutes, and the script
+prints a markdown table: per rule group the median evaluation time against its interval, the
+samples one evaluation reads (each rule's query run once with `stats=all`), Prometheus' peak RSS
+and the recorded series per function; then it checks that every incident function pages and no
+other function has any function alert, pending or firing; and it reports the time to page.
 
-Functions, by index: 1 in 100 has an incident (30% failures for the last 6 hours and on); the
-others are healthy (0.1%), slow burns (0.5% against the 99% objective), stats-only functions
-whose gauges drop to 0 (a recreated function, retention) a day ago, low traffic (one execution
+Functions, by index: 1 in 100 has an incident (30% failures for the last 6 hours and on); 1 in
+100 has a live incident (50% failures from 2 minutes after Prometheus starts, after three
+healthy days: the time from its start to the page is measured, against what continuous windows
+give); the others are healthy (0.1%), slow burns (0.5% against the 99% objective), functions
+whose counts drop to 0 (a recreated function, retention) a day ago, low traffic (one execution
 in 6 hours, half of them failing), failing polls (a 2-hour hole in every series) or not running
 (counts that never move). The temporary directory is removed afterwards (`--keep` keeps it).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -50,11 +53,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "mudbase-rules.yml"
 HISTORY = 3 * 86400
-BLOCK = 300  # the rules' building blocks: 5m increases, recorded every minute
+LIVE_INCIDENT_DELAY = 120.0  # seconds after Prometheus starts
 JOB = "mudbase"
 KINDS = ("healthy", "slow_burn", "stats_reset", "low_traffic", "poll_hole", "not_running")
-INCIDENT_ALERTS = {("MudbaseFunctionSuccessRateLow", "critical"),
-                   ("MudbaseFunctionErrorBudgetBurn", "critical")}  # fmt: skip
+PAGE = "MudbaseFunctionSuccessRateLow"
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,15 @@ class Function:
     kind: str
     start: float  # the history's first second
     now: float  # when the history was generated (the incident started 6h before)
+    live_incident_start: float = float("inf")  # set once Prometheus runs
+
+    @property
+    def name(self) -> str:
+        return f"f{self.index:05d}"
 
     @property
     def labels(self) -> str:
-        return f'project="p{self.index // 100:03d}",function="f{self.index:05d}"'
+        return f'project="p{self.index // 100:03d}",function="{self.name}"'
 
     @property
     def rate(self) -> float:
@@ -84,7 +91,13 @@ class Function:
 
     @property
     def incident_start(self) -> float:
+        if self.kind == "live_incident":
+            return self.live_incident_start
         return self.now - 6 * 3600 if self.kind == "incident" else float("inf")
+
+    @property
+    def incident_ratio(self) -> float:
+        return 0.5 if self.kind == "live_incident" else 0.3
 
     @property
     def reset_at(self) -> float:
@@ -103,7 +116,8 @@ class Function:
 
     def failures(self, t: float) -> float:
         base = self.rate * self.failure_ratio() * (t - self.start)
-        extra = self.rate * (0.3 - self.failure_ratio()) * max(0.0, t - self.incident_start)
+        extra = self.rate * (self.incident_ratio - self.failure_ratio())
+        extra *= max(0.0, t - self.incident_start)
         return 10 + base + extra
 
     def gauges(self, t: float) -> tuple[float, float]:
@@ -125,21 +139,15 @@ class Function:
     def unobserved(self, t: float) -> float:
         return 0.1 * (self.executions(t) - self.executions(self.start))
 
-    def blocks(self, t: float) -> tuple[float, float, float] | None:
-        """The 5m blocks the rules record at t: (failures, known-outcome, all executions)."""
-        if not (self.present(t) and self.present(t - BLOCK)):
+    def blocks(self, t: float, width: float) -> tuple[float, float] | None:
+        """(failures, executions) of the block of `width` seconds the rules record at t, from
+        the stats gauges; None where the rules discard or miss it (a drop, a hole)."""
+        if not (self.present(t) and self.present(t - width)):
             return None
-        if self.counters:
-            if self.rate == 0:
-                return 0.0, 0.0, 0.0  # counters stand still: the stats decide, 0 of 0
-            success, failed, _ = self.observed(t)
-            success0, failed0, _ = self.observed(t - BLOCK)
-            known = success + failed - success0 - failed0
-            return failed - failed0, known, self.executions(t) - self.executions(t - BLOCK)
-        if t - BLOCK < self.reset_at <= t:
+        if t - width < self.reset_at <= t:
             return None  # the block that holds the drop is discarded
-        (e1, f1), (e0, f0) = self.gauges(t), self.gauges(t - BLOCK)
-        return f1 - f0, e1 - e0, e1 - e0
+        (e1, f1), (e0, f0) = self.gauges(t), self.gauges(t - width)
+        return f1 - f0, e1 - e0
 
     def raw(self, t: float) -> Iterator[tuple[str, str, float]]:
         """(family, series, value) of the raw series at t."""
@@ -163,14 +171,21 @@ class Function:
 
 def build_functions(n: int, now: float) -> list[Function]:
     def kind(i: int) -> str:
-        return "incident" if i % 100 == 0 else KINDS[i % len(KINDS)]
+        special = {0: "incident", 50: "live_incident"}
+        return special.get(i % 100) or KINDS[i % len(KINDS)]
 
     return [Function(i, kind(i), now - HISTORY, now) for i in range(n)]
 
 
-BLOCK_NAMES = (
+# What the rules record, backfilled as three days of running them would have left it: the
+# merged counts and the 1m blocks for the last hour, the 5m blocks for three days.
+MERGED = ("mudbase_function:stats_failed_executions:max", "mudbase_function:stats_executions:max")
+BLOCKS_1M = (
+    "mudbase_function:failed_executions:increase1m",
+    "mudbase_function:executions:increase1m",
+)
+BLOCKS_5M = (
     "mudbase_function:failed_executions:increase5m",
-    "mudbase_function:known_outcome_executions:increase5m",
     "mudbase_function:executions:increase5m",
 )
 TYPES = {
@@ -187,12 +202,14 @@ def write_history(
     """The OpenMetrics file promtool turns into blocks; returns the number of samples. Each
     family's samples are written to a file of their own, then concatenated (OpenMetrics keeps
     a family's samples together)."""
-    end = int(functions[0].now) // 60 * 60
+    end = int(functions[0].now) // 300 * 300
     start = end - HISTORY
     raw_times = [t for t in range(start, end, step) if t >= end - raw_history]
-    block_times = range(start, end, max(60, step))  # the rules record them every minute
+    minutes = [t for t in range(start, end, 60) if t >= end - raw_history]
+    five_minutes = range(start, end, 300)  # the 5m group's points, on 5-minute boundaries
     common = f'instance="{instance}",job="{JOB}",'
-    families = {**TYPES, **dict.fromkeys(BLOCK_NAMES, "gauge")}
+    recorded = (*MERGED, *BLOCKS_1M, *BLOCKS_5M)
+    families = {**TYPES, **dict.fromkeys(recorded, "gauge")}
     parts = {family: path.with_suffix(f".{n}") for n, family in enumerate(families)}
     files = {family: part.open("w") for family, part in parts.items()}
     samples = 0
@@ -206,12 +223,22 @@ def write_history(
             name = family + series.replace("{", "{" + common, 1)
             files[family].write("".join(name + p for p in points))
             samples += len(points)
-        blocks = [(t, f.blocks(t)) for t in block_times]
-        for k, family in enumerate(BLOCK_NAMES):
-            name = f"{family}{{{common}{f.labels}}}"
-            points = [f"{name} {v[k]:.6g} {t}\n" for t, v in blocks if v is not None]
+        series_of = f'{{job="{JOB}",{f.labels}}}'  # recorded per function: no instance
+        merged: dict[str, list[str]] = {family: [] for family in MERGED}
+        for t in (t for t in minutes if f.present(t)):
+            for family, value in zip(MERGED, f.gauges(t)[::-1], strict=True):
+                merged[family].append(f"{family}{series_of} {value:.10g} {t}\n")
+        for family, points in merged.items():
             files[family].write("".join(points))
             samples += len(points)
+        for names, times, width in ((BLOCKS_1M, minutes, 60), (BLOCKS_5M, five_minutes, 300)):
+            blocks = [(t, f.blocks(t, width)) for t in times]
+            for k, family in enumerate(names):
+                points = [
+                    f"{family}{series_of} {v[k]:.6g} {t}\n" for t, v in blocks if v is not None
+                ]
+                files[family].write("".join(points))
+                samples += len(points)
     with path.open("w") as out:
         for family, kind in families.items():
             files[family].close()
@@ -317,7 +344,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"generated {samples:,} samples in {generated_s:.0f} s, blocks after "
           f"{time.monotonic() - began:.0f} s", file=sys.stderr)  # fmt: skip
 
-    LiveTarget(functions, target_port)
+    target = LiveTarget(functions, target_port)
     config = {
         "global": {"scrape_interval": f"{args.step}s", "evaluation_interval": "1m"},
         "rule_files": [str(args.rules.resolve())],
@@ -335,7 +362,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     )  # fmt: skip
     try:
         wait(lambda: get(f"{base}/api/v1/status/buildinfo") is not None, 300, "Prometheus")
-        return measure(args, base, process.pid, functions)
+        incident_start = time.time() + LIVE_INCIDENT_DELAY
+        target.functions = [
+            dataclasses.replace(f, live_incident_start=incident_start) for f in functions
+        ]
+        return measure(args, base, process.pid, target.functions)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
@@ -348,8 +379,12 @@ def measure(
     durations: dict[str, dict[str, float]] = {}  # group -> last evaluation -> seconds
     intervals: dict[str, float] = {}
     peak_rss = 0.0
+    paged: dict[str, float] = {}  # live incident function -> when its page was first seen
     end = time.monotonic() + args.minutes * 60
     while time.monotonic() < end:
+        firing = query(base, f'ALERTS{{alertname="{PAGE}",alertstate="firing"}}')["result"]
+        for alert in firing:
+            paged.setdefault(alert["metric"]["function"], time.time())
         for group in get(f"{base}/api/v1/rules")["data"]["groups"]:
             intervals[group["name"]] = group["interval"]
             if group["lastEvaluation"].startswith("0001"):
@@ -384,20 +419,37 @@ def measure(
         by_function.setdefault(labels["function"], set()).add(
             (labels["alertname"], labels["severity"], labels["alertstate"])
         )
-    incidents = [f for f in functions if f.kind == "incident"]
-    missing = [
-        f"f{f.index:05d}"
-        for f in incidents
-        if not {(a, s, "firing") for a, s in INCIDENT_ALERTS}
-        <= by_function.get(f"f{f.index:05d}", set())
-    ]
-    noisy = sorted(
-        name for name in by_function if name not in {f"f{f.index:05d}" for f in incidents}
-    )
+    incidents = [f for f in functions if f.kind in ("incident", "live_incident")]
+    page = time_to_page(functions, paged, args.step)
+    due = [f for f in incidents if f.incident_start + page["bound_s"] < time.time()]
+    paging = (PAGE, "critical", "firing")
+    missing = [f.name for f in due if paging not in by_function.get(f.name, set())]
+    noisy = sorted(name for name in by_function if name not in {f.name for f in incidents})
     return {"functions": len(functions), "step_s": args.step, "groups": groups,
             "peak_rss_mb": peak_rss, "recorded_series_per_function": series / len(functions),
             "incidents": len(incidents), "incidents_missing_a_page": missing,
-            "other_functions_alerting": noisy}  # fmt: skip
+            "other_functions_alerting": noisy,
+            "time_to_page": page}  # fmt: skip
+
+
+def continuous_time_to_page(f: Function) -> float:
+    """Seconds from the start of a live incident to its page with continuous windows: the
+    1h and 5m failure ratios both above 14.4x the 1% budget, held for the alert's 2m `for`.
+    The history before the incident is healthy, so each window's ratio grows linearly."""
+    threshold, before, during = 14.4 * 0.01, f.failure_ratio(), f.incident_ratio
+    crossing = max(window * (threshold - before) / (during - before) for window in (3600, 300))
+    return crossing + 120
+
+
+def time_to_page(functions: list[Function], paged: dict[str, float], step: int) -> dict[str, Any]:
+    """The live incidents' measured times to page against continuous windows'."""
+    live = [f for f in functions if f.kind == "live_incident"]
+    measured = [paged[f.name] - f.incident_start for f in live if f.name in paged]
+    expected = continuous_time_to_page(live[0]) if live else float("nan")
+    return {"live_incidents": len(live), "paged": len(measured),
+            "median_s": statistics.median(measured) if measured else None,
+            "max_s": max(measured) if measured else None, "continuous_windows_s": expected,
+            "bound_s": expected + 60 + step}  # fmt: skip
 
 
 def table(result: dict[str, Any]) -> str:
@@ -414,6 +466,13 @@ def table(result: dict[str, Any]) -> str:
             f"{result['peak_rss_mb']:.0f} MB | {result['recorded_series_per_function']:.1f} |"
         )
     rows.append("")
+    page = result["time_to_page"]
+    rows.append(
+        f"Time to page, 50% failures after three healthy days: {page['paged']} of "
+        f"{page['live_incidents']} paged, median {page['median_s']} s, worst {page['max_s']} s; "
+        f"continuous 1h and 5m windows with the 2m `for`: {page['continuous_windows_s']:.0f} s "
+        f"(bound: that plus one evaluation interval and one scrape: {page['bound_s']:.0f} s)."
+    )
     rows.append(
         f"Incident functions: {result['incidents']}, missing a page: "
         f"{len(result['incidents_missing_a_page'])}; other functions with any alert: "

@@ -31,8 +31,22 @@ def _target(expr: str, legend: str, ref: str) -> dict[str, Any]:
 
 
 RECORDED = "mudbase_function:"  # the prefix of every series prometheus/mudbase-rules.yml records
-NEEDS_RULES = " Reads the recording rules of prometheus/mudbase-rules.yml."
-NO_RULES_NOTE = "No data. Is prometheus/mudbase-rules.yml loaded in Prometheus?"
+NEEDS_RULES = (
+    " Reads the recording rules of prometheus/mudbase-rules.yml: it shows data once they are"
+    " loaded in Prometheus and have run for up to 10 minutes."
+)
+NO_RULES_NOTE = (
+    "No data yet: needs prometheus/mudbase-rules.yml loaded in Prometheus, and up to 10 minutes "
+    "of data after that"
+)
+OBJECTIVE = "mudbase_function:slo_objective:max"  # each function's objective, per function
+Steps = list[tuple[float | None, str]]  # (from value, colour), the first from None
+NEUTRAL: Steps = [(None, "blue")]  # a count or a time with no good or bad value of its own
+
+
+def thresholds(steps: Steps) -> dict[str, Any]:
+    """Grafana's absolute thresholds: each colour from its value up to the next one."""
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for v, c in steps]}
 
 
 def panel(
@@ -87,7 +101,15 @@ def row(title: str, panels: list[Panel]) -> list[Panel]:
     return placed
 
 
-def stat(title: str, description: str, unit: str, expr: str, **options: Any) -> Panel:
+def line_at(value: float) -> dict[str, Any]:
+    """A time series panel's red line at `value` (a page's threshold, a pace)."""
+    steps = thresholds([(None, "green"), (value, "red")])
+    return {"thresholds": steps, "custom": {"thresholdsStyle": {"mode": "line"}}}
+
+
+def stat(title: str, description: str, unit: str, expr: str, steps: Steps, **options: Any) -> Panel:
+    """A single number, coloured by what it means (Grafana's default would turn anything
+    above 80 red)."""
     return panel(
         "stat",
         title,
@@ -97,6 +119,7 @@ def stat(title: str, description: str, unit: str, expr: str, **options: Any) -> 
         width=4,
         height=5,
         options={"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"},
+        defaults={"thresholds": thresholds(steps), **options.pop("defaults", {})},
         **options,
     )
 
@@ -113,47 +136,61 @@ def series(
 
 
 def overview() -> list[Panel]:
+    burn_1h = f"mudbase_function:failure_ratio:1h{{{SEL}}} / (1 - {OBJECTIVE}{{{SEL}}})"
+    age = (
+        "max(max by (instance) (time() - mudbase_function_last_success_timestamp_seconds"
+        f"{{{SEL}}}) / max by (instance) (mudbase_exporter_poll_interval_seconds))"
+    )
     return row(
         "Overview",
         [
             stat(
                 "Functions up",
-                "Share of the selected functions whose latest poll succeeded.",
+                "Share of the selected functions whose latest poll succeeded: green when all "
+                "are, orange when some are not, red when most are not.",
                 "percentunit",
                 f"sum(mudbase_function_up{{{SEL}}}) / count(mudbase_function_up{{{SEL}}})",
+                [(None, "red"), (0.5, "orange"), (1, "green")],
             ),
             stat(
-                "Lowest success ratio (30m)",
-                "Success ratio over the last 30 minutes of the worst selected function.",
-                "percentunit",
-                f"min(1 - mudbase_function:failure_ratio:30m{{{SEL}}})",
+                "Worst burn rate (1h)",
+                "The highest failure ratio over the last hour among the selected functions, "
+                "as a multiple of what each function's objective allows (1 - objective): under "
+                "1 within the objective, 14.4 and up pages.",
+                BURN_UNIT,
+                f"max({burn_1h})",
+                [(None, "green"), (1, "yellow"), (6, "orange"), (14.4, "red")],
             ),
             stat(
                 "Executions per minute",
                 "Executions of all selected functions, per minute (5-minute average).",
                 "opm",
-                f"sum(mudbase_function:executions:increase5m{{{SEL}}}) / 5",
+                f"sum(sum_over_time(mudbase_function:executions:increase1m{{{SEL}}}[4m59s])) / 5",
+                NEUTRAL,
             ),
             stat(
                 "Failures (1h)",
-                "Failed executions of all selected functions in the last hour: each "
-                "function's failure ratio over 1h times its executions over 1h.",
+                "Failed executions of all selected functions in the last hour.",
                 "short",
-                f"sum(mudbase_function:failure_ratio:1h{{{SEL}}}"
-                f" * mudbase_function:executions:increase1h{{{SEL}}})",
+                "sum(sum_over_time(mudbase_function:failed_executions:increase1m"
+                f"{{{SEL}}}[59m59s]))",
+                NEUTRAL,
             ),
             stat(
                 "Average execution time",
                 "Mean of the functions' average execution times.",
                 "s",
                 f"avg(mudbase_function_avg_execution_time_seconds{{{SEL}}})",
+                NEUTRAL,
             ),
             stat(
                 "Data age",
-                "Time since the oldest successful poll among the selected functions: "
-                "how fresh the data is.",
-                "s",
-                f"max(time() - mudbase_function_last_success_timestamp_seconds{{{SEL}}})",
+                "Time since the oldest successful poll among the selected functions, in poll "
+                "intervals of its exporter: 1 to 2 is fresh, 5 and more is stale (the "
+                "MudbaseFunctionDataStale alert).",
+                BURN_UNIT,
+                age,
+                [(None, "green"), (2, "orange"), (5, "red")],
             ),
         ],
     )
@@ -171,22 +208,24 @@ def per_function() -> list[Panel]:
                 "percentunit",
                 [
                     (f"1 - mudbase_function:failure_ratio:5m{{{SEL}}}", f"{legend} 5m"),
-                    (f"mudbase_function_success_ratio{{{SEL}}}", f"{legend} all time"),
+                    (
+                        f"max by (project, function) (mudbase_function_success_ratio{{{SEL}}})",
+                        f"{legend} all time",
+                    ),
                 ],
                 defaults={"min": 0, "max": 1},
             ),
             series(
                 "Executions per minute",
-                "Executions per minute, 5-minute average.",
+                "Executions in each minute, as Mudbase counts them.",
                 "opm",
-                [(f"mudbase_function:executions:increase5m{{{SEL}}} / 5", legend)],
+                [(f"mudbase_function:executions:increase1m{{{SEL}}}", legend)],
             ),
             series(
                 "Failures per minute",
-                "Failed executions per minute, 5-minute average (from the execution "
-                "counters where they saw known outcomes, else from Mudbase's stats).",
+                "Failed executions in each minute, as Mudbase counts them.",
                 "opm",
-                [(f"mudbase_function:failed_executions:increase5m{{{SEL}}} / 5", legend)],
+                [(f"mudbase_function:failed_executions:increase1m{{{SEL}}}", legend)],
             ),
             series(
                 "Average execution time",
@@ -293,31 +332,38 @@ def executions() -> list[Panel]:
 
 def slo() -> list[Panel]:
     legend = "{{project}}/{{function}}"
-    budget = f"(1 - mudbase_function_slo_objective{{{SEL}}})"
+    budget = f"(1 - {OBJECTIVE}{{{SEL}}})"
     return row(
         "SLO and error budget",
         [
             series(
                 "Burn rate (1h)",
-                "How fast each function spends its error budget: failure "
-                "ratio over 1h divided by the budget (1 - objective). 14.4 pages.",
+                "How fast each function spends its error budget: failure ratio over 1h "
+                "divided by the budget (1 - objective). 14.4 (the line) pages, with the 5m "
+                "window above it too.",
                 BURN_UNIT,
                 [(f"mudbase_function:failure_ratio:1h{{{SEL}}} / {budget}", legend)],
                 width=8,
+                defaults=line_at(14.4),
             ),
             series(
                 "Burn rate (6h)",
-                "Failure ratio over 6h divided by the error budget. 6 pages.",
+                "Failure ratio over 6h divided by the error budget. 6 (the line) pages, with "
+                "the 30m window above it too.",
                 BURN_UNIT,
                 [(f"mudbase_function:failure_ratio:6h{{{SEL}}} / {budget}", legend)],
                 width=8,
+                defaults=line_at(6),
             ),
             series(
-                "Error budget left (3d)",
-                "Share of the error budget not spent over the last 3 days (negative: overspent).",
+                "30-day error budget spent in the last 3 days",
+                "Share of a 30-day error budget that the last 3 days' failures spent, at the "
+                "function's traffic of those days: 10% (the line) is the pace that spends the "
+                "budget in exactly 30 days; above it, the budget runs out early.",
                 "percentunit",
-                [(f"1 - mudbase_function:failure_ratio:3d{{{SEL}}} / {budget}", legend)],
+                [(f"mudbase_function:failure_ratio:3d{{{SEL}}} / {budget} * 3 / 30", legend)],
                 width=8,
+                defaults=line_at(0.1),
             ),
         ],
     )

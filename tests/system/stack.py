@@ -2,10 +2,10 @@
 
 The configuration files are the project's own (prometheus/prometheus.yml, mudbase-rules.yml,
 alertmanager.example.yml). Only addresses and timings are changed, mechanically:
-- `fast_rules` divides every duration in the rules (range selectors, subquery steps, `for:` and
-  group intervals) by 60, so a 30m window becomes 30s, `[30m:5m]` becomes `[30s:5s]`, `for: 10m`
-  becomes 10s and the 5m group runs every 5s; expressions, thresholds, labels and annotations
-  stay exactly as shipped;
+- `fast_rules` divides every duration in the rules (range selectors, subquery steps, offsets,
+  `for:` and group intervals) by 60, so a 1h window becomes 1m, `[29m59s]` becomes `[29983ms]`,
+  `offset 1m` becomes `offset 1s`, `for: 2m` becomes 2s and the 5m group runs every 5s;
+  expressions, thresholds, labels and annotations stay exactly as shipped;
 - scrape and evaluation intervals become 1s, targets point at the test's processes, and each
   Alertmanager receiver's webhook URL points at the test's receiver, with group waits of 0-1s.
 """
@@ -28,8 +28,9 @@ import yaml
 from tests.helpers import ROOT, free_port, http_get, wait_for
 
 PROMETHEUS_DIR = ROOT / "prometheus"
-_DURATION = re.compile(r"(\d+)([dhm])(?![a-z])")
-_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
+_DURATION = re.compile(r"(?:\d+(?:ms|[smhd]))+")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION_IN_EXPR = re.compile(r"(?<=\[)[^\]]+(?=\])|(?<=offset )\S+")
 
 
 def require_binary(name: str) -> str:
@@ -40,11 +41,12 @@ def require_binary(name: str) -> str:
 
 
 def _scale(text: str) -> str:
-    """`30m` -> `30s`, `1h` -> `1m`, `3d` -> `72m`: one sixtieth of each duration."""
+    """Every duration in `text` divided by 60: `30m` -> `30s`, `29m59s` -> `29983ms`."""
 
     def shorter(match: re.Match[str]) -> str:
-        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)] // 60
-        return f"{seconds // 60}m" if seconds % 60 == 0 and seconds >= 60 else f"{seconds}s"
+        parts = re.findall(r"(\d+)(ms|[smhd])", match.group(0))
+        ms = sum(int(number) * _UNIT_MS[unit] for number, unit in parts) // 60
+        return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
     return _DURATION.sub(shorter, text)
 
@@ -57,9 +59,7 @@ def fast_rules(rules: dict[str, Any]) -> dict[str, Any]:
         if "interval" in group:
             group["interval"] = _scale(group["interval"])
         for rule in group["rules"]:
-            rule["expr"] = re.sub(
-                r"\[([^\]]+)\]", lambda m: f"[{_scale(m.group(1))}]", rule["expr"]
-            )
+            rule["expr"] = _DURATION_IN_EXPR.sub(lambda m: _scale(m.group(0)), rule["expr"])
             if "for" in rule:
                 rule["for"] = _scale(rule["for"])
     return fast
@@ -117,14 +117,25 @@ def alertmanager_config(receiver_port: int) -> dict[str, Any]:
     return config
 
 
-def prometheus_config(rules_file: Path, exporter: str, alertmanager: str) -> dict[str, Any]:
+def prometheus_config(rules_file: Path, exporter: str | Path, alertmanager: str) -> dict[str, Any]:
+    """The shipped prometheus.yml scraping `exporter`: an address, or a file of targets that a
+    test rewrites to move the job to another exporter (a rollout)."""
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(rules_file)]
     config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager]}]
     (job,) = config["scrape_configs"]
-    job["static_configs"] = [{"targets": [exporter]}]
+    if isinstance(exporter, Path):
+        del job["static_configs"]
+        job["file_sd_configs"] = [{"files": [str(exporter)]}]
+    else:
+        job["static_configs"] = [{"targets": [exporter]}]
     return config
+
+
+def write_targets(path: Path, *exporters: str) -> None:
+    """The file of targets Prometheus reads (it notices a change at once)."""
+    path.write_text(json.dumps([{"targets": list(exporters)}]))
 
 
 @dataclass
@@ -139,6 +150,15 @@ class Prometheus:
 
     def vector(self, expr: str) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = self.query(expr)["data"]["result"]
+        return data
+
+    def matrix(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        """`expr` at every second from `start` to `end` (Unix times)."""
+        query = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": 1})
+        status, body = http_get(f"{self.url}/api/v1/query_range?{query}")
+        result: dict[str, Any] = json.loads(body)
+        assert status == 200, result
+        data: list[dict[str, Any]] = result["data"]["result"]
         return data
 
 
@@ -182,7 +202,7 @@ def run_alertmanager(workdir: Path, receiver_port: int) -> Iterator[str]:
 
 
 @contextmanager
-def run_prometheus(workdir: Path, exporter: str, alertmanager: str) -> Iterator[Prometheus]:
+def run_prometheus(workdir: Path, exporter: str | Path, alertmanager: str) -> Iterator[Prometheus]:
     binary = require_binary("prometheus")
     rules = workdir / "mudbase-rules.fast.yml"
     shipped = yaml.safe_load((PROMETHEUS_DIR / "mudbase-rules.yml").read_text())

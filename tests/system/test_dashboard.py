@@ -67,6 +67,12 @@ def test_dashboard_structure() -> None:
     noted = [p["title"] for p in panels() if "noValue" in p["fieldConfig"]["defaults"]]
     assert noted == needs_rules
     assert len(needs_rules) == 9
+    # a single number is coloured by what it means, never by Grafana's default (red from 80)
+    for panel in panels():
+        if panel["type"] == "stat":
+            steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert steps[0]["value"] is None, panel["title"]
+            assert all(step["value"] != 80 for step in steps), panel["title"]
     boxes = [(p["gridPos"]["x"], p["gridPos"]["y"], p["gridPos"]["w"]) for p in panels()]
     assert len(set(boxes)) == len(boxes)
     assert all(x + w <= 24 for x, _, w in boxes)

@@ -14,8 +14,8 @@ RULES = ROOT / "prometheus" / "mudbase-rules.yml"
 RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.test.yml"))
 ALERTS_DOC = (ROOT / "docs" / "alerts.md").read_text()
 RAW_COUNTS = re.compile(
-    r"mudbase_function_(executions|failed_executions|observed_executions_total"
-    r"|unobserved_executions_total)\b(\{[^}]*\})?\[(?P<range>[^\]]+)\]"
+    r"\bmudbase_function_(executions|failed_executions|observed_executions_total"
+    r"|unobserved_executions_total)\b"
 )
 
 
@@ -65,19 +65,38 @@ def test_every_alert_is_unit_tested_and_documented() -> None:
         )
 
 
-def test_raw_counts_are_read_only_by_the_5m_building_blocks() -> None:
-    """Windows longer than 5m are sums of recorded 5m blocks, never reads of the raw series
-    (what made the old rules cost 101 M samples a minute at 1,000 functions)."""
-    ranges = [
-        (rule.get("record"), match["range"])
+def test_raw_counts_are_read_only_by_the_merge_into_one_series_per_function() -> None:
+    """Mudbase's counts are read once, instantly, and merged by job, project and function (a
+    rollout's new `instance` neither resets nor doubles a window); everything else reads the
+    recorded series. The execution counters drive no window (their coverage is partial)."""
+    readers = [
+        (rule.get("record") or rule.get("alert"), rule["expr"])
         for group in groups()
         for rule in group["rules"]
-        for match in RAW_COUNTS.finditer(rule["expr"])
+        if RAW_COUNTS.search(rule["expr"])
     ]
-    assert ranges
-    for record, window in ranges:
-        assert window == "5m", record
-        assert str(record).endswith("5m"), record
+    assert [name for name, _ in readers] == [
+        "mudbase_function:stats_executions:max",
+        "mudbase_function:stats_failed_executions:max",
+    ]
+    for _, expr in readers:
+        assert expr.startswith("max by (job, project, function) (")
+        assert "[" not in expr
+
+
+def test_every_window_reads_whole_blocks_and_ends_a_second_short() -> None:
+    """Prometheus 2.x ranges include their start: [30m] over blocks recorded every minute
+    reads 31 of them at an aligned time. Each window's range ends a second short."""
+    windows = re.compile(r"mudbase_function:\w+:increase(1m|5m)\[(?P<range>[^\]]+)\]")
+    ranges = [
+        match["range"]
+        for group in groups()
+        for rule in group["rules"]
+        for match in windows.finditer(rule["expr"])
+    ]
+    assert len(ranges) >= 10
+    for window in ranges:
+        assert re.fullmatch(r"[0-9dhm]*59s(:5m)?", window), window
 
 
 def test_every_function_level_series_is_recorded_once_and_documented() -> None:
