@@ -184,6 +184,10 @@ BLOCKS_1M = (
     "mudbase_function:failed_executions:increase1m",
     "mudbase_function:executions:increase1m",
 )
+SUMS_30M = (  # the 1h window adds the one of 30 minutes ago
+    "mudbase_function:failed_executions:increase30m",
+    "mudbase_function:executions:increase30m",
+)
 BLOCKS_5M = (
     "mudbase_function:failed_executions:increase5m",
     "mudbase_function:executions:increase5m",
@@ -208,7 +212,7 @@ def write_history(
     minutes = [t for t in range(start, end, 60) if t >= end - raw_history]
     five_minutes = range(start, end, 300)  # the 5m group's points, on 5-minute boundaries
     common = f'instance="{instance}",job="{JOB}",'
-    recorded = (*MERGED, *BLOCKS_1M, *BLOCKS_5M)
+    recorded = (*MERGED, *BLOCKS_1M, *SUMS_30M, *BLOCKS_5M)
     families = {**TYPES, **dict.fromkeys(recorded, "gauge")}
     parts = {family: path.with_suffix(f".{n}") for n, family in enumerate(families)}
     files = {family: part.open("w") for family, part in parts.items()}
@@ -231,7 +235,11 @@ def write_history(
         for family, points in merged.items():
             files[family].write("".join(points))
             samples += len(points)
-        for names, times, width in ((BLOCKS_1M, minutes, 60), (BLOCKS_5M, five_minutes, 300)):
+        for names, times, width in (
+            (BLOCKS_1M, minutes, 60),
+            (SUMS_30M, minutes, 1800),
+            (BLOCKS_5M, five_minutes, 300),
+        ):
             blocks = [(t, f.blocks(t, width)) for t in times]
             for k, family in enumerate(names):
                 points = [
@@ -469,7 +477,8 @@ def table(result: dict[str, Any]) -> str:
     page = result["time_to_page"]
     rows.append(
         f"Time to page, 50% failures after three healthy days: {page['paged']} of "
-        f"{page['live_incidents']} paged, median {page['median_s']} s, worst {page['max_s']} s; "
+        f"{page['live_incidents']} paged, median {page['median_s'] or float('nan'):.0f} s, "
+        f"worst {page['max_s'] or float('nan'):.0f} s; "
         f"continuous 1h and 5m windows with the 2m `for`: {page['continuous_windows_s']:.0f} s "
         f"(bound: that plus one evaluation interval and one scrape: {page['bound_s']:.0f} s)."
     )

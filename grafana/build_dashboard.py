@@ -172,8 +172,7 @@ def overview() -> list[Panel]:
                 "Failures (1h)",
                 "Failed executions of all selected functions in the last hour.",
                 "short",
-                "sum(sum_over_time(mudbase_function:failed_executions:increase1m"
-                f"{{{SEL}}}[59m59s]))",
+                f"sum(mudbase_function:failed_executions:increase1h{{{SEL}}})",
                 NEUTRAL,
             ),
             stat(

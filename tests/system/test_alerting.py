@@ -24,7 +24,8 @@ def test_fast_rules_change_only_durations() -> None:
     page = rules["MudbaseFunctionSuccessRateLow"]
     assert "[" not in page["expr"].replace("[10s]", "")  # reads recorded windows only
     assert page["for"] == "2s"
-    assert "[59983ms]" in rules["mudbase_function:executions:increase1h"]["expr"]
+    assert "offset 30s" in rules["mudbase_function:executions:increase1h"]["expr"]
+    assert "[29983ms]" in rules["mudbase_function:executions:increase30m"]["expr"]
     assert "[5s] offset 1s" in rules["mudbase_function:executions:increase1m"]["expr"]
     assert "[4319983ms:5s]" in rules["mudbase_function:executions:increase3d"]["expr"]
 
