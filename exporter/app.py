@@ -21,6 +21,7 @@ from exporter.config import (
     LoadedConfig,
     LoginCredentials,
     load_config,
+    public_url,
     secrets_of,
 )
 from exporter.durations import format_duration
@@ -314,7 +315,7 @@ class Exporter:
             discovered_projects=len(plan.demand.projects),
             shard=f"{self.shard.index}/{self.shard.total}",
             interval=format_duration(round(plan.interval, 3)),
-            url=config.mudbase.url,
+            url=public_url(config.mudbase.url),
         )
         return _Runtime(loaded, http, poller)
 
