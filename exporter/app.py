@@ -35,7 +35,7 @@ from exporter.session import Session
 from exporter.state import StateStore
 from exporter.supervision import Health, Loop
 from exporter.targets import FunctionSettings, Shard, TargetKey
-from exporter.web import ExporterHTTPServer, start_http_server
+from exporter.web import ExporterHTTPServer, Limits, start_http_server
 from exporter.webconfig import BasicAuth, TLSContextSource, WebConfig
 
 log = get_logger("exporter.app")
@@ -153,6 +153,8 @@ class Exporter:
         config_path: str | None = None,
         web: WebConfig | None = None,
         shard: Shard | None = None,
+        *,
+        limits: Limits | None = None,
     ) -> None:
         REDACTOR.add(*secrets_of(loaded.credentials))
         self.loaded = loaded
@@ -196,6 +198,7 @@ class Exporter:
             tls=TLSContextSource(web.tls_server_config) if web and web.tls_server_config else None,
             auth=BasicAuth(web.basic_auth_users) if web else None,
             headers=web.headers if web else None,
+            limits=limits,
         )
         self._ready_from: int | None = None
         self._ready_latched = False
