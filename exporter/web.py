@@ -36,7 +36,6 @@ from exporter.webconfig import BasicAuth, TLSContextSource
 log = logging.getLogger("exporter.web")
 MAX_REQUEST_BODY = 64 * 1024
 _TEXT = "text/plain; charset=utf-8"
-_VARY = {"Vary": "Accept-Encoding"}
 
 
 @dataclass(frozen=True)
@@ -250,6 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wire.write_by = start + limits.write_timeout
         self.served += 1
         self.started = False
+        self.path = ""  # set once the request line is read; not the last request's
         super().handle_one_request()
 
     def _next_request_arrives(self, idle_timeout: float) -> bool:
@@ -292,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as err:
             if self.started:  # mid-answer: the connection closes, and handle_error logs it
                 raise
-            self._fail(err, path)
+            self._fail(err)
 
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
 
@@ -338,9 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             pieces = self.server.exposition.pieces(gzipped)
         except Exception as err:
-            self._fail(err, "/metrics", _VARY)
+            self._fail(err)
             return
-        headers = {**_VARY, "Content-Encoding": "gzip"} if gzipped else _VARY
+        headers = {"Content-Encoding": "gzip"} if gzipped else {}
         self._send_pieces(HTTPStatus.OK, pieces, CONTENT_TYPE, headers)
 
     def _landing(self, query: str) -> None:
@@ -366,11 +366,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = b"Not ready: some functions have not been polled yet\n"
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, body)
 
-    def _fail(self, error: Exception, path: str, headers: Mapping[str, str] | None = None) -> None:
+    def _fail(self, error: Exception) -> None:
         """A bug before the answer started: logged once, answered with a one-line 500."""
-        _log_failure(error, self.client_address[0], path)
+        _log_failure(error, self.client_address[0], self.path.partition("?")[0])
         body = b"Internal Server Error: see the exporter's log\n"
-        self._send(HTTPStatus.INTERNAL_SERVER_ERROR, body, headers=headers)
+        self._send(HTTPStatus.INTERNAL_SERVER_ERROR, body)
 
     def _send(
         self,
@@ -400,6 +400,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wire.write_pieces(pieces)
 
     def end_headers(self) -> None:
+        """Every answer's last headers: Vary on any answer to /metrics (gzipped or not as
+        Accept-Encoding says), and the web config's."""
+        if self.path.partition("?")[0] == "/metrics":
+            self.send_header("Vary", "Accept-Encoding")
         for name, value in self.server.headers.items():
             self.send_header(name, value)
         super().end_headers()

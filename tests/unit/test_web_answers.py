@@ -197,6 +197,7 @@ def test_a_head_answer_has_no_body_whatever_its_status(case: str, auth: BasicAut
         head = client.response(head=True)
         assert head.status == status
         assert head.raw.endswith(b"\r\n\r\n")  # the headers, then the next response at once
+        assert (head.headers.get("vary") == "Accept-Encoding") is (path == "/metrics")
         get = client.response()
         assert get.raw.startswith(b"HTTP/1.1 200 ")
         assert get.body == b"Healthy\n"

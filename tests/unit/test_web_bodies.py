@@ -85,6 +85,7 @@ def test_bad_framing_is_a_400_that_closes_the_connection(case: str, method: str)
         refused = client.response(head=method == "HEAD")
         assert refused.status == 400
         assert refused.headers["connection"] == "close"
+        assert (refused.headers.get("vary") == "Accept-Encoding") is (path == "/metrics")
         if method == "HEAD":
             assert refused.raw.endswith(b"\r\n\r\n")
         assert client.closed_by_server() == b""  # nothing more: /smuggled is never answered
