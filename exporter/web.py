@@ -35,6 +35,7 @@ from exporter.webconfig import BasicAuth, TLSContextSource
 
 log = logging.getLogger("exporter.web")
 MAX_REQUEST_BODY = 64 * 1024
+_TOO_LARGE = f"a request body is at most {MAX_REQUEST_BODY // 1024} KiB"
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -101,7 +102,8 @@ class ExporterHTTPServer(ThreadingHTTPServer):
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Accept connections while fewer than `max_connections` are open; one more waits in
-        the listen backlog until another ends, as with Go's netutil.LimitListener."""
+        the listen backlog until another ends, as with Go's netutil.LimitListener. (No
+        `poll_interval`: shutdown() wakes the loop at once.)"""
         self._stopped.clear()
         try:
             with selectors.DefaultSelector() as selector:
@@ -217,7 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "mudbase-exporter"
-    error_message_format = "%(code)d %(message)s\n"  # the standard library's own errors
+    error_message_format = "%(code)d %(message)s: %(explain)s\n"  # for send_error
+    default_request_version = "HTTP/1.1"  # an error before the version is read has a status line
     error_content_type = _TEXT
 
     def setup(self) -> None:
@@ -264,6 +267,9 @@ class _Handler(BaseHTTPRequestHandler):
         that cannot be framed safely is a 400, one too large a 413; both close the connection."""
         if not super().parse_request():
             return False
+        if len(self.requestline.split()) != 3:  # HTTP/0.9's "GET /path": no headers, no status
+            self.send_error(HTTPStatus.BAD_REQUEST, explain="a request line ends with its version")
+            return False
         try:
             length = body_length(self.headers)
             self.wire.read_by = time.monotonic() + self.server.limits.body_timeout
@@ -271,12 +277,12 @@ class _Handler(BaseHTTPRequestHandler):
         except FramingError as err:
             return self._refuse(HTTPStatus.BAD_REQUEST, str(err))
         except BodyTooLarge:
-            return self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Request Entity Too Large")
+            return self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, _TOO_LARGE)
         return True
 
-    def _refuse(self, status: HTTPStatus, reason: str) -> bool:
+    def _refuse(self, status: HTTPStatus, why: str) -> bool:
         self.unread_input = True
-        self.send_error(status, reason)  # Connection: close
+        self.send_error(status, explain=why)  # Connection: close
         return False
 
     def send_response(self, code: int, message: str | None = None) -> None:

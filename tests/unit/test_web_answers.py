@@ -214,3 +214,13 @@ def test_a_head_of_a_failed_scrape_has_no_body() -> None:
         assert head.status == 500
         assert head.raw.endswith(b"\r\n\r\n")
         assert client.response().body == b"Healthy\n"
+
+
+@pytest.mark.parametrize("line", [b"GARBAGE", b"GET /metrics", b"GET /metrics HTTP/9.9 x"])
+def test_a_malformed_request_line_is_a_400_with_a_status_line(line: bytes) -> None:
+    with serving() as server, RawClient(server.server_address[1]) as client:
+        client.send(line + b"\r\n\r\n")
+        refused = client.response()
+        assert refused.status == 400
+        assert refused.headers["connection"] == "close"
+        assert client.closed_by_server() == b""
