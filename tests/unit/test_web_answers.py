@@ -4,7 +4,7 @@ gzip as Accept-Encoding negotiates it, and no body on any answer to a HEAD."""
 import base64
 import gzip
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import bcrypt
 import pytest
@@ -13,9 +13,10 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter.gzipstream import Chunk
-from exporter.httpwire import accepts_gzip
+from exporter.httpwire import Connection, accepts_gzip
 from exporter.landing import parse_query
 from exporter.webconfig import BasicAuth
+from tests.helpers import wait_for
 from tests.rawhttp import Collaborators, RawClient, serving
 
 FUNCTIONS = b'mudbase_function_up{function="f"} 1.0\n'
@@ -224,3 +225,25 @@ def test_a_malformed_request_line_is_a_400_with_a_status_line(line: bytes) -> No
         assert refused.status == 400
         assert refused.headers["connection"] == "close"
         assert client.closed_by_server() == b""
+
+
+def test_a_bug_after_the_answer_began_is_one_error_line_and_nothing_on_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    def broken_write(self: Connection, pieces: Sequence[bytes]) -> None:
+        raise RuntimeError("a bug in writing")
+
+    caplog.set_level(logging.INFO)
+    with serving() as server:
+        monkeypatch.setattr(Connection, "write_pieces", broken_write)
+        with RawClient(server.server_address[1]) as client:
+            client.request("GET", "/-/healthy")
+            assert client.closed_by_server() == b""  # nothing could be sent
+        wait_for(lambda: web_errors(caplog) != [], 10, "the error to be logged")
+    (error,) = web_errors(caplog)
+    assert error.getMessage() == "request failed"
+    assert "RuntimeError: a bug in writing" in str(error.__dict__["error"])
+    assert not error.exc_info  # the traceback at debug level only
+    assert capfd.readouterr().err == ""
