@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mudbase-exporter: --web.config.file: {err}", file=sys.stderr)
         return 1
     if args.demo:
-        return asyncio.run(run_demo(listen, web, limits))
+        return asyncio.run(run_demo(listen, web, limits=limits))
     try:
         loaded = load_config(args.config_file)
     except ConfigError as err:

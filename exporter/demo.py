@@ -49,7 +49,7 @@ def _exposure_note(host: str, port: int) -> str:
 
 
 async def run_demo(
-    listen: tuple[str, int], web: WebConfig | None = None, limits: Limits | None = None
+    listen: tuple[str, int], web: WebConfig | None = None, *, limits: Limits | None = None
 ) -> int:
     runner, sim_port = await serve_simulator(demo_simulator(), "127.0.0.1", 0)
     simulator_url = f"http://127.0.0.1:{sim_port}"
