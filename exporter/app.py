@@ -21,6 +21,7 @@ from exporter.config import (
     LoadedConfig,
     LoginCredentials,
     load_config,
+    public_url,
     secrets_of,
 )
 from exporter.durations import format_duration
@@ -34,7 +35,7 @@ from exporter.session import Session
 from exporter.state import StateStore
 from exporter.supervision import Health, Loop
 from exporter.targets import FunctionSettings, Shard, TargetKey
-from exporter.web import ExporterHTTPServer, start_http_server
+from exporter.web import ExporterHTTPServer, Limits, start_http_server
 from exporter.webconfig import BasicAuth, TLSContextSource, WebConfig
 
 log = get_logger("exporter.app")
@@ -152,6 +153,8 @@ class Exporter:
         config_path: str | None = None,
         web: WebConfig | None = None,
         shard: Shard | None = None,
+        *,
+        limits: Limits | None = None,
     ) -> None:
         REDACTOR.add(*secrets_of(loaded.credentials))
         self.loaded = loaded
@@ -195,6 +198,7 @@ class Exporter:
             tls=TLSContextSource(web.tls_server_config) if web and web.tls_server_config else None,
             auth=BasicAuth(web.basic_auth_users) if web else None,
             headers=web.headers if web else None,
+            limits=limits,
         )
         self._ready_from: int | None = None
         self._ready_latched = False
@@ -314,7 +318,7 @@ class Exporter:
             discovered_projects=len(plan.demand.projects),
             shard=f"{self.shard.index}/{self.shard.total}",
             interval=format_duration(round(plan.interval, 3)),
-            url=config.mudbase.url,
+            url=public_url(config.mudbase.url),
         )
         return _Runtime(loaded, http, poller)
 

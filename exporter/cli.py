@@ -12,7 +12,7 @@ from exporter.demo import run_demo
 from exporter.logs import LEVELS, configure_logging, get_logger
 from exporter.summary import config_summary
 from exporter.targets import Shard
-from exporter.web import parse_listen_address
+from exporter.web import Limits, parse_listen_address
 from exporter.webconfig import WebConfig, load_web_config
 
 DEFAULT_PORT = 9717
@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         default=None,
         help="exporter-toolkit web configuration: TLS and basic auth for every endpoint",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        default=Limits.max_connections,
+        help="most connections served at once; more wait in the listen backlog until one ends "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--shard",
@@ -102,14 +110,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.max_connections < 1:
+        print(
+            f"mudbase-exporter: --web.max-connections must be at least 1 "
+            f"(got {args.max_connections})",
+            file=sys.stderr,
+        )
+        return 2
     shard = Shard(args.shard, args.total_shards)
+    limits = Limits(max_connections=args.max_connections)
     try:
         web = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as err:
         print(f"mudbase-exporter: --web.config.file: {err}", file=sys.stderr)
         return 1
     if args.demo:
-        return asyncio.run(run_demo(listen, web))
+        return asyncio.run(run_demo(listen, web, limits=limits))
     try:
         loaded = load_config(args.config_file)
     except ConfigError as err:
@@ -118,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(config_summary(loaded, shard))
         return 0
-    return asyncio.run(serve(loaded, listen, args.config_file, web, shard))
+    return asyncio.run(serve(loaded, listen, args.config_file, web, shard, limits=limits))
 
 
 async def serve(
@@ -127,9 +143,11 @@ async def serve(
     config_path: str,
     web: WebConfig | None,
     shard: Shard,
+    *,
+    limits: Limits | None = None,
 ) -> int:
     try:
-        exporter = Exporter(loaded, listen, config_path, web, shard)
+        exporter = Exporter(loaded, listen, config_path, web, shard, limits=limits)
     except OSError as err:
         log.error(  # noqa: TRY400 - the reason is the whole story, a traceback adds nothing
             "cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror

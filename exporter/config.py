@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -170,6 +171,17 @@ class MudbaseSettings(_Strict):
             except FileReadError as err:
                 raise ValueError(str(err)) from None
         return value
+
+
+def public_url(url: str) -> str:
+    """The URL without user info, query or fragment: what the exporter shows of `mudbase.url`
+    (the status page, --config.check, its logs), so no credential in it is ever shown."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class Config(_Strict):

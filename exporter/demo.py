@@ -9,6 +9,7 @@ from exporter.config import Config, LoadedConfig, TokenCredentials
 from exporter.logs import get_logger
 from exporter.simulator.cli import serve as serve_simulator
 from exporter.simulator.scenarios import DEMO_FUNCTIONS, DEMO_TOKEN, demo_simulator
+from exporter.web import Limits
 from exporter.webconfig import WebConfig
 
 log = get_logger("exporter.demo")
@@ -47,11 +48,13 @@ def _exposure_note(host: str, port: int) -> str:
     return "Listening beyond this machine with no authentication: whoever reaches it can read it.\n"
 
 
-async def run_demo(listen: tuple[str, int], web: WebConfig | None = None) -> int:
+async def run_demo(
+    listen: tuple[str, int], web: WebConfig | None = None, *, limits: Limits | None = None
+) -> int:
     runner, sim_port = await serve_simulator(demo_simulator(), "127.0.0.1", 0)
     simulator_url = f"http://127.0.0.1:{sim_port}"
     try:
-        exporter = Exporter(demo_config(simulator_url), listen, web=web)
+        exporter = Exporter(demo_config(simulator_url), listen, web=web, limits=limits)
     except OSError as err:
         log.error(  # noqa: TRY400 - the reason is the whole story
             "cannot listen", address=f"{listen[0]}:{listen[1]}", error=err.strerror

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from html import escape
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode
 
 from exporter import __version__
+from exporter.config import public_url
 from exporter.durations import format_duration
 from exporter.logs import REDACTOR
 from exporter.planner import Plan, RequestKind
@@ -133,16 +134,6 @@ def matching(rows: list[_Row], q: str) -> list[_Row]:
     """The rows whose function matches `q` (case-insensitive), in their order."""
     needle = q.casefold()
     return [row for row in rows if _matches(row.state, needle)] if needle else rows
-
-
-def public_url(url: str) -> str:
-    """The URL without user info, query or fragment: nothing secret reaches the page."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 # -- cells ---------------------------------------------------------------------------------

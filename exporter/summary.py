@@ -10,6 +10,7 @@ from exporter.config import (
     LoginCredentials,
     TargetSpec,
     TokenCredentials,
+    public_url,
 )
 from exporter.durations import format_duration
 from exporter.planner import (
@@ -40,9 +41,10 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
         change_driven_logs=loaded.change_driven_logs,
     )
     retries = config.mudbase.retries
+    credentials = describe_credentials(loaded.credentials)
     lines = [
         f"configuration OK: {loaded.source}",
-        f"  mudbase: {config.mudbase.url} ({describe_credentials(loaded.credentials)}), "
+        f"  mudbase: {public_url(config.mudbase.url)} ({credentials}), "
         f"timeout {format_duration(config.mudbase.timeout)}, "
         f"{retries} {'retry' if retries == 1 else 'retries'}",
         f"  interval {format_duration(config.interval)}, concurrency {config.concurrency}, "

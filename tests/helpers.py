@@ -260,6 +260,18 @@ def write_config(
     return path
 
 
+def config_check(config: Path) -> str:
+    """What `mudbase-exporter --config.check` prints for `config` (it must pass), both streams."""
+    check = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.check", "--config.file", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return check.stdout + check.stderr
+
+
 @contextmanager
 def run_exporter(
     config: Path,

@@ -13,11 +13,15 @@ import pytest
 from tests.helpers import (
     ROOT,
     SIM_TOKEN,
+    SimulatorProcess,
     free_port,
     http_get,
     parse_metrics,
+    run_exporter,
     wait_for,
+    write_config,
 )
+from tests.rawhttp import RawClient
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -198,3 +202,27 @@ def test_compose_exporter_config_is_valid() -> None:
     result = run_cli("--config.check", "--config.file", str(ROOT / "deploy/compose/exporter.yml"))
     assert result.returncode == 0, result.stderr
     assert "5 listed function(s) in 2 project(s)" in result.stdout
+
+
+def test_max_connections_holds_further_connections_in_the_backlog(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.put_function("cli", "capped")
+    config = write_config(tmp_path, simulator.url, {"cli": ["capped"]}, interval="1h")
+    with run_exporter(config, "--web.max-connections=1", "--log.level=debug") as exporter:
+        port = int(exporter.url.rsplit(":", 1)[1])
+        holder = RawClient(port)  # the one connection: a request begun, not ended
+        holder.send(b"GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        waiting = RawClient(port)
+        waiting.request("GET", "/-/ready")
+        wait_for(lambda: "connection limit reached" in exporter.logs(), 10, "the cap")
+        assert waiting.nothing_received()
+        holder.send(b"\r\n")
+        assert holder.response().body == b"Healthy\n"
+        holder.close()  # its slot frees: the waiting connection is served
+        assert waiting.response().body == b"Ready\n"
+        waiting.close()
+    for value in ("0", "-1"):
+        refused = run_cli(f"--web.max-connections={value}", "--config.file", str(config))
+        assert refused.returncode == 2
+        assert "--web.max-connections must be at least 1" in refused.stderr

@@ -3,16 +3,15 @@
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
-    ROOT,
     SIM_TOKEN,
     SimulatorProcess,
+    config_check,
     fn_labels,
     http_get,
     run_exporter,
@@ -253,14 +252,7 @@ def test_token_never_leaves_the_process(simulator: SimulatorProcess, tmp_path: P
         outputs = [exporter.metrics_text(), http_get(f"{exporter.url}/")[1].decode()]
         exporter.stop()
         outputs.append(exporter.logs())
-    check = subprocess.run(
-        [sys.executable, "-m", "exporter", "--config.check", "--config.file", str(config)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    outputs.append(check.stdout + check.stderr)
+    outputs.append(config_check(config))
     assert "poll failed" in outputs[2]
     assert "reason=auth" in outputs[2]
     for output in outputs:

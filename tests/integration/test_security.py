@@ -2,19 +2,19 @@
 password; in debug logs, /metrics, the landing page, --config.check and error messages."""
 
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import bcrypt
 
 from tests.helpers import (
-    ROOT,
+    SIM_TOKEN,
     ClientOptions,
     SimulatorProcess,
+    config_check,
     http_json,
     run_exporter,
+    wait_for,
 )
 
 PASSWORD = "pw-S3cr3t-login-771"
@@ -56,14 +56,7 @@ def test_login_mode_and_basic_auth_leak_nothing(
         }
         exporter.stop()
         outputs["logs"] = exporter.logs()
-    check = subprocess.run(
-        [sys.executable, "-m", "exporter", "--config.check", "--config.file", str(config)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    outputs["config.check"] = check.stdout + check.stderr
+    outputs["config.check"] = config_check(config)
     assert "token refreshed" in outputs["logs"]
     assert "login as sec@example.com" in outputs["config.check"]
     for where, text in outputs.items():
@@ -90,3 +83,29 @@ def test_api_key_mode_leaks_nothing_and_the_logs_endpoint_refuses_it(
         text += exporter.logs()
     assert 'reason="auth"' in text or "reason=auth" in text
     assert API_KEY not in text
+
+
+URL_PASSWORD = "url-pass-5150"
+
+
+def test_credentials_in_the_mudbase_url_are_never_shown(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    simulator.put_function("security", "in-url")
+    with_user = simulator.url.replace("http://", f"http://ops:{URL_PASSWORD}@")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"mudbase: {{url: '{with_user}', token: {SIM_TOKEN}, timeout: 500ms}}\n"
+        "interval: 1h\ntargets: [{project: security, functions: [in-url]}]\n"
+    )
+    check = config_check(config)
+    assert f"mudbase: {simulator.url} (token from the config file)" in check
+    with run_exporter(config, "--log.level", "debug", wait_ready=False) as exporter:
+        wait_for(lambda: "polling started" in exporter.logs(), 10, "polling to start")
+        exporter.stop()
+        logs = exporter.logs()
+    started = next(line for line in logs.splitlines() if "polling started" in line)
+    assert f"url={simulator.url}" in started
+    for where, text in (("--config.check", check), ("logs", logs)):
+        assert URL_PASSWORD not in text, where
+        assert "ops:" not in text, where

@@ -12,6 +12,7 @@ from exporter.config import (
     TokenCredentials,
     load_config,
     parse_config,
+    public_url,
 )
 from exporter.targets import FunctionSettings, TargetKey
 from tests.helpers import deny_reading
@@ -339,3 +340,18 @@ def test_functions_all_builds_a_project_selector() -> None:
     assert not selector.selects("checkout-test", "Checkout", active=True)
     assert not selector.selects("checkout", "Checkout", active=False)
     assert not selector.selects("refund", "Refund", active=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://ops:pa55@mudbase.example:8443/base?token=x#frag",
+            "https://mudbase.example:8443/base",
+        ),
+        ("http://u:p@[::1]:9718", "http://[::1]:9718"),
+        ("https://mudbase.example", "https://mudbase.example"),
+    ],
+)
+def test_the_mudbase_url_is_shown_without_user_info_query_or_fragment(url: str, shown: str) -> None:
+    assert public_url(url) == shown

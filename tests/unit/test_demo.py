@@ -1,35 +1,53 @@
 """`--demo` listens on loopback unless told otherwise, and says how to open it up."""
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from exporter import cli
 from exporter.demo import _exposure_note
+from exporter.web import Limits
+
+
+@dataclass
+class DemoRuns:
+    """What run_demo was given, run after run."""
+
+    listens: list[tuple[str, int]] = field(default_factory=list)
+    limits: list[Limits | None] = field(default_factory=list)
 
 
 @pytest.fixture
-def demo_listen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """main() runs as from the shell; run_demo only records the address it was given."""
-    seen: list[tuple[str, int]] = []
+def demo_runs(monkeypatch: pytest.MonkeyPatch) -> DemoRuns:
+    """main() runs as from the shell; run_demo only records what it was given."""
+    runs = DemoRuns()
 
-    async def fake_run_demo(listen: tuple[str, int], web: Any = None) -> int:
-        seen.append(listen)
+    async def fake_run_demo(
+        listen: tuple[str, int], web: Any = None, *, limits: Limits | None = None
+    ) -> int:
+        runs.listens.append(listen)
+        runs.limits.append(limits)
         return 0
 
     monkeypatch.setattr(cli, "run_demo", fake_run_demo)
     monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
-    return seen
+    return runs
 
 
-def test_demo_defaults_to_loopback(demo_listen: list[tuple[str, int]]) -> None:
+def test_demo_defaults_to_loopback(demo_runs: DemoRuns) -> None:
     assert cli.main(["--demo"]) == 0
-    assert demo_listen == [("127.0.0.1", 9717)]
+    assert demo_runs.listens == [("127.0.0.1", 9717)]
 
 
-def test_demo_listens_where_asked(demo_listen: list[tuple[str, int]]) -> None:
+def test_demo_listens_where_asked(demo_runs: DemoRuns) -> None:
     assert cli.main(["--demo", "--web.listen-address=:9800"]) == 0
-    assert demo_listen == [("0.0.0.0", 9800)]
+    assert demo_runs.listens == [("0.0.0.0", 9800)]
+
+
+def test_demo_takes_max_connections(demo_runs: DemoRuns) -> None:
+    assert cli.main(["--demo", "--web.max-connections=3"]) == 0
+    assert demo_runs.limits == [Limits(max_connections=3)]
 
 
 def test_help_names_both_defaults() -> None:

@@ -20,12 +20,12 @@ from exporter import gzipstream
 from exporter.collector import UNIT_FUNCTIONS, FunctionRenderer
 from exporter.exposition import CachedExposition
 from exporter.gzipstream import Chunk, SegmentCache
+from exporter.httpwire import Connection, _grouped
 from exporter.selfmetrics import ExporterMetrics
 from exporter.selftext import SelfMetricsText
 from exporter.state import StateStore
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
-from exporter.web import _grouped, write_pieces
 from tests.helpers import first_gzip_member, wait_for
 
 
@@ -242,7 +242,7 @@ def test_pieces_arrive_whole_and_in_order_over_a_socket() -> None:
     reader = threading.Thread(target=receive_all, args=(receiver, received))
     reader.start()
     with sender, receiver:
-        write_pieces(sender, sender.makefile("wb", buffering=0), pieces)  # type: ignore[arg-type]
+        Connection(sender).write_pieces(pieces)
         sender.shutdown(socket.SHUT_WR)
         reader.join(timeout=30)
     assert bytes(received) == b"".join(pieces)

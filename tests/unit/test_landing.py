@@ -15,7 +15,6 @@ from exporter.landing import (
     Overview,
     QueryError,
     parse_query,
-    public_url,
     render_landing_page,
 )
 from exporter.logs import REDACTOR
@@ -201,10 +200,6 @@ def test_budget_interval_build_info_and_url_without_credentials() -> None:
     assert "Version " in html
     assert "stretched" not in page(StateStore())
     assert '<meta http-equiv="refresh" content="30">' in page(StateStore())
-
-
-def test_public_url_keeps_ipv6_hosts() -> None:
-    assert public_url("http://u:p@[::1]:9718") == "http://[::1]:9718"
 
 
 @pytest.fixture
