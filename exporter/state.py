@@ -184,8 +184,11 @@ class StateStore:
         drop_values: bool,
         *,
         detail: str | None = None,
+        own_error: bool = True,
     ) -> TargetState | None:
-        """Mark a failed poll. Values survive `keep_values_for` seconds, unless `drop_values`."""
+        """Mark a failed poll. Values survive `keep_values_for` seconds, unless `drop_values`.
+        A failure that is not the function's own (`own_error=False`: its poll was refused by a
+        429 pause every request shares) leaves its last error as it was."""
         with self._lock:
             current = self._targets.get(key)
             if current is None:
@@ -195,11 +198,12 @@ class StateStore:
                 current,
                 stats=None if drop_values or expired else current.stats,
                 up=False,
-                last_error_reason=reason,
-                last_error_time=now,
-                last_error_detail=detail,
                 consecutive_failures=current.consecutive_failures + 1,
             )
+            if own_error:
+                updated = replace(
+                    updated, last_error_reason=reason, last_error_time=now, last_error_detail=detail
+                )
             self._targets[key] = updated
             self._bump()
             return current
