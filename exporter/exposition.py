@@ -7,7 +7,7 @@ stay fast whatever Mudbase or the state does.
 
 A render is a list of chunks (see `FunctionRenderer.render_parts`); each chunk is compressed
 apart into a deflate segment, kept for as long as the chunk is made of the same pieces, so a
-render after a poll changed one project compresses only that project's chunks. A gzip answer
+render after a poll compresses only the chunks of the functions that changed. A gzip answer
 is these segments and the self-metrics' in one gzip member (see `gzipstream`). A plain answer
 writes the cached pieces in order, never joined into one copy, so concurrent scrapes cost no
 memory per scrape beyond the small self-metrics. Either is sent in two HTTP chunks: the
@@ -183,8 +183,7 @@ class CachedExposition:
         """The functions' chunks: their pieces, and only the new chunks compressed."""
         chunks = self._functions()
         pieces = tuple(piece for chunk in chunks for piece in chunk)
-        deflated = b"".join(self._segments.segments(chunks))
-        return _Rendered(generation, pieces, deflated, *gzipstream.checksum(pieces))
+        return _Rendered(generation, pieces, *self._segments.compressed(chunks))
 
     def _render_loop(self) -> None:
         while not self._stopped.is_set():

@@ -2,11 +2,13 @@
 from deflate segments kept per chunk, plain answers written piece by piece."""
 
 import gzip
+import re
 import socket
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
 
+import pytest
 from prometheus_client import (
     CollectorRegistry,
     Gauge,
@@ -16,13 +18,13 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import gzipstream
+from exporter import collector, gzipstream
 from exporter.collector import UNIT_FUNCTIONS, FunctionRenderer
 from exporter.exposition import CachedExposition
 from exporter.gzipstream import Chunk, SegmentCache
 from exporter.selfmetrics import ExporterMetrics
 from exporter.selftext import SelfMetricsText
-from exporter.state import StateStore
+from exporter.state import StateStore, TargetState
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 from exporter.web import _grouped, write_pieces
@@ -113,8 +115,39 @@ def test_gzip_body_is_one_member_that_decodes_to_exactly_the_plain_body() -> Non
     assert b'mudbase_function_up{function="fn0",project="b"} 1.0' in plain
 
 
-def test_after_one_project_changes_only_its_chunks_are_compressed_again() -> None:
-    state = project_state({"a": UNIT_FUNCTIONS, "b": UNIT_FUNCTIONS, "c": UNIT_FUNCTIONS})
+def functions_in(chunk: Chunk) -> set[bytes]:
+    """The functions whose lines a chunk holds (by their labels)."""
+    return {
+        match.group(1)
+        for piece in chunk
+        for match in re.finditer(rb'function="([^"]*)"[^\n]*project="([^"]*)"', piece)
+    }
+
+
+def up_chunks(chunks: Sequence[Chunk]) -> list[int]:
+    """How many functions each chunk of mudbase_function_up holds."""
+    return [
+        sum(piece.count(b"mudbase_function_up{") for piece in chunk)
+        for chunk in chunks
+        if any(b"mudbase_function_up{" in piece for piece in chunk)
+    ]
+
+
+def test_chunks_hold_about_a_unit_of_functions_whatever_the_projects() -> None:
+    """Small projects share chunks and a big project is cut into several, so that one change
+    costs a unit, not a project."""
+    small = {f"s{i:03d}": 1 for i in range(3 * UNIT_FUNCTIONS)}
+    chunks = FunctionRenderer(project_state({**small, "big": 10 * UNIT_FUNCTIONS})).render_parts()
+    counts = up_chunks(chunks)
+    assert sum(counts) == 13 * UNIT_FUNCTIONS
+    assert all(UNIT_FUNCTIONS // 2 <= count <= 4 * UNIT_FUNCTIONS for count in counts[:-1])
+    assert len(counts) >= 13 * UNIT_FUNCTIONS // (4 * UNIT_FUNCTIONS)
+
+
+def test_one_change_in_a_big_project_renders_and_compresses_about_a_unit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = project_state({"big": 20 * UNIT_FUNCTIONS, "small": 3})
     renderer, compressor = FunctionRenderer(state), CountingCompressor()
     exposition = CachedExposition(
         renderer.render_parts,
@@ -123,29 +156,55 @@ def test_after_one_project_changes_only_its_chunks_are_compressed_again() -> Non
         segments=SegmentCache(compressor),
     )
     first = exposition.body(gzipped=True)
-    chunks = len(compressor.compressed)
-    assert chunks == len(renderer.render_parts())
+    rendered: list[TargetKey] = []
+    render_function = collector._render
+
+    def counted(target: TargetState) -> tuple[str, ...]:
+        rendered.append(target.key)
+        return render_function(target)
+
+    monkeypatch.setattr(collector, "_render", counted)
     compressor.compressed.clear()
-    state.record_success(TargetKey("b", "fn1"), FunctionStats(total_executions=8), now=2000.0)
-    second = exposition.body(gzipped=True)
-    assert 0 < len(compressor.compressed) < chunks / 3
-    for chunk in compressor.compressed:  # only chunks with b's lines (and maybe a header)
-        assert any(b'project="b"' in piece for piece in chunk)
-        assert not any(b'project="a"' in p or b'project="c"' in p for p in chunk)
-    assert gzip.decompress(second) == exposition.body()
-    assert gzip.decompress(first) != gzip.decompress(second)
+    state.record_success(TargetKey("big", "fn1517"), FunctionStats(total_executions=8), now=2.0)
+    zipped = exposition.body(gzipped=True)
+    assert TargetKey("big", "fn1517") in rendered
+    assert len(rendered) <= 4 * UNIT_FUNCTIONS  # its unit, not its project of 2,000
+    assert (
+        gzip.decompress(zipped)
+        == exposition.body()
+        == FunctionRenderer(state).render() + generate_latest(static_registry())
+    )
+    assert 0 < len(compressor.compressed) <= len(collector.FAMILIES)
+    recompressed = set().union(*map(functions_in, compressor.compressed))
+    assert b"fn1517" in recompressed
+    assert len(recompressed) <= 4 * UNIT_FUNCTIONS
+    assert gzip.decompress(first) != gzip.decompress(zipped)
     compressor.compressed.clear()
     exposition.body(gzipped=True)
     assert compressor.compressed == []  # nothing changed, nothing compressed
 
 
-def test_small_projects_share_chunks_and_large_ones_have_their_own() -> None:
-    small = {f"s{i:03d}": 1 for i in range(2 * UNIT_FUNCTIONS)}
-    chunks = FunctionRenderer(project_state({**small, "big": 3 * UNIT_FUNCTIONS})).render_parts()
-    up = [chunk for chunk in chunks if any(b"mudbase_function_up{" in p for p in chunk)]
-    counts = [sum(p.count(b"mudbase_function_up{") for p in chunk) for chunk in up]
-    # the big project (first in order) alone, then two units of small projects
-    assert counts == [3 * UNIT_FUNCTIONS, UNIT_FUNCTIONS, UNIT_FUNCTIONS]
+def test_a_function_added_to_a_big_project_compresses_the_chunks_near_it_only() -> None:
+    state = project_state({"big": 50 * UNIT_FUNCTIONS})
+    compressor = CountingCompressor()
+    exposition = CachedExposition(
+        FunctionRenderer(state).render_parts,
+        lambda: state.generation,
+        static_registry(),
+        segments=SegmentCache(compressor),
+    )
+    exposition.body(gzipped=True)
+    compressor.compressed.clear()
+    added = TargetKey("big", "fn2500a")
+    info = FunctionInfo("added", "http", True)
+    found = {
+        key: (target.settings, target.info or info) for key, target in state.snapshot().items()
+    }
+    state.sync_project("big", {**found, added: (FunctionSettings(0.99), info)})
+    assert gzip.decompress(exposition.body(gzipped=True)) == exposition.body()
+    recompressed = set().union(*map(functions_in, compressor.compressed))
+    assert b"fn2500a" in recompressed
+    assert len(recompressed) <= 3 * 4 * UNIT_FUNCTIONS  # a few units, not 5,000 functions
 
 
 def test_self_metrics_render_only_changed_samples_as_generate_latest_does() -> None:
