@@ -205,11 +205,11 @@ class Exporter:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _ready(self) -> bool:
-        """Every function polled once, and that visible on /metrics; then ready for good."""
+        """Every function polled once, and that visible on /metrics; then ready for good.
+        (The renderer shows the state's changes on its own: it was told of each.)"""
         if not self._ready_latched and self.state.ready():
             if self._ready_from is None:
                 self._ready_from = self.state.generation
-                self.exposition.notify()
             self._ready_latched = self.exposition.rendered_generation() >= self._ready_from
         return self._ready_latched
 

@@ -5,30 +5,27 @@ import gzip
 import re
 import socket
 import threading
-import zlib
 from collections.abc import Iterator, Sequence
 
 import pytest
 from prometheus_client import (
     CollectorRegistry,
     Gauge,
-    PlatformCollector,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import collector, gzipstream
+from exporter import exposition as exposition_module
 from exporter.collector import UNIT_FUNCTIONS, FunctionRenderer
-from exporter.exposition import CachedExposition
+from exporter.exposition import SELF_METRICS_MAX_AGE, CachedExposition
 from exporter.gzipstream import Chunk, SegmentCache
-from exporter.selfmetrics import ExporterMetrics
-from exporter.selftext import SelfMetricsText
 from exporter.state import StateStore, TargetState
 from exporter.targets import FunctionInfo, FunctionSettings, TargetKey
 from exporter.upstream import FunctionStats
 from exporter.web import _grouped, write_pieces
-from tests.helpers import first_gzip_member, wait_for
+from tests.helpers import FakeTime, first_gzip_member, wait_for
 
 
 class Counting(Collector):
@@ -90,16 +87,24 @@ def static_registry() -> CollectorRegistry:
     return registry
 
 
-def test_function_part_renders_once_per_generation_and_live_part_every_time() -> None:
+def test_function_part_renders_once_per_generation_and_self_metrics_once_while_fresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(exposition_module, "time", clock)
     exposition, functions, live, generation = setup()
     functions.collects = live.collects = 0
     bodies = [exposition.body() for _ in range(3)]
-    assert functions.collects == 1
-    assert live.collects == 3
-    assert b"live_part 3.0" in bodies[2]
+    assert (functions.collects, live.collects) == (1, 1)
     assert b"functions_part 1.0" in bodies[2]
+    assert b"live_part 1.0" in bodies[2]
+    clock.now += SELF_METRICS_MAX_AGE + 0.1
+    assert b"live_part 2.0" in exposition.body()  # too old: collected on the scrape
+    exposition.self_metrics_changed()
+    assert b"live_part 3.0" in exposition.body()  # changed (a reload): collected at once
     generation[0] += 1
     assert b"functions_part 2.0" in exposition.body()
+    assert (functions.collects, live.collects) == (2, 3)
 
 
 def test_gzip_body_is_one_member_that_decodes_to_exactly_the_plain_body() -> None:
@@ -207,42 +212,6 @@ def test_a_function_added_to_a_big_project_compresses_the_chunks_near_it_only() 
     assert len(recompressed) <= 3 * 4 * UNIT_FUNCTIONS  # a few units, not 5,000 functions
 
 
-def test_self_metrics_render_only_changed_samples_as_generate_latest_does() -> None:
-    registry = CollectorRegistry()
-    steady = Gauge("steady", "never changes", registry=registry)
-    moving = Gauge("moving", "changes", ["kind"], registry=registry)
-    steady.set(1)
-    for kind in "abc":
-        moving.labels(kind).set(1)
-    live = SelfMetricsText(registry)
-    assert b"".join(live.texts()) == generate_latest(registry)
-    assert live.rendered_samples == 4
-    first = live.segment(live.texts())
-    assert live.segment(live.texts()) is first  # nothing changed: neither rendered nor compressed
-    assert live.rendered_samples == 4
-    moving.labels("b").set(5)
-    texts = live.texts()
-    assert b"".join(texts) == generate_latest(registry)
-    assert live.rendered_samples == 5  # only the changed sample
-    reader = zlib.decompressobj(wbits=-zlib.MAX_WBITS)  # a segment: no final block of its own
-    assert reader.decompress(live.segment(texts)) == b"".join(texts)
-
-
-def test_the_exporters_own_registry_renders_as_generate_latest_does() -> None:
-    registry = CollectorRegistry()
-    metrics = ExporterMetrics(registry)
-    PlatformCollector(registry=registry)  # not the process collector: its CPU time moves
-    live = SelfMetricsText(registry)
-    for round_ in range(3):
-        metrics.observe_request("list", "200")
-        metrics.observe_request("logs", str(429 + round_))
-        metrics.poll_duration.observe(0.1 * round_)
-        metrics.request_wait.labels("logs").observe(0.01)
-        metrics.poll_errors.labels("timeout").inc()
-        text = b"".join(live.texts())
-        assert text == generate_latest(registry)
-
-
 def test_background_renderer_follows_changes_without_rendering_on_scrapes() -> None:
     exposition, functions, _, generation = setup()
     exposition._gap = 0.01
@@ -310,3 +279,64 @@ def test_pieces_arrive_whole_and_in_order_over_a_socket() -> None:
 def test_tls_writes_join_only_small_pieces() -> None:
     big = b"b" * 100
     assert list(_grouped([b"a", b"a", big, b"c", b"c", b"c"], 3)) == [b"aa", big, b"ccc"]
+
+
+class HeldInTheRenderer(Collector):
+    """Holds the renderer thread inside each of its collections until the test lets it go;
+    a scrape (the test's own thread) passes straight through."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.go_on = threading.Semaphore(0)
+
+    def collect(self) -> Iterator[Metric]:
+        if threading.current_thread() is not threading.main_thread():
+            self.entered.release()
+            assert self.go_on.acquire(timeout=10), "the test never let the renderer go on"
+        yield from ()
+
+
+def test_a_collection_that_started_before_a_reload_never_replaces_what_the_reload_shows() -> None:
+    """The renderer's collection of the self-metrics began, then a reload changed them and
+    answered; the older text it then kept must not be what the next scrape sends."""
+    registry = CollectorRegistry()
+    reloaded = Gauge("reload_ok", "1 after the reload", registry=registry)
+    held = HeldInTheRenderer()
+    registry.register(held)
+    exposition = CachedExposition(lambda: [], lambda: 0, registry, min_render_gap=0)
+    exposition.start()
+    try:
+        exposition.notify()  # wake the renderer: it renders and starts collecting
+        assert held.entered.acquire(timeout=10), "the renderer's collection"
+        reloaded.set(1)  # what /-/reload changes, then tells the exposition...
+        exposition.self_metrics_changed()  # ... before it answers
+        held.go_on.release()  # the collection that began before it ends now, with reload_ok 0
+        exposition.notify()  # the renderer goes round once more...
+        assert held.entered.acquire(timeout=10), "the next collection"  # ... so it kept that
+        assert b"reload_ok 1.0" in exposition.body()  # the next scrape shows the reload
+        held.go_on.release()
+    finally:
+        held.go_on.release()
+        exposition.stop()
+
+
+def test_pieces_are_the_whole_body_or_an_exception_when_there_is_none() -> None:
+    """What the HTTP server sends before it answers a status line: every piece of the body
+    (plain, or one gzip member), or an exception when the first render fails."""
+    failing = [True]
+
+    def functions() -> list[list[bytes]]:
+        if failing[0]:
+            raise RuntimeError("a bug in rendering")
+        return [[b"# HELP f f\n", b"# TYPE f gauge\n"], [b"f 1.0\n"]]
+
+    exposition = CachedExposition(functions, lambda: 0, static_registry())
+    for gzipped in (False, True):
+        with pytest.raises(RuntimeError, match="a bug in rendering"):
+            exposition.pieces(gzipped)
+    failing[0] = False
+    plain = exposition.pieces()
+    own = generate_latest(static_registry())
+    assert b"".join(plain) == b"# HELP f f\n# TYPE f gauge\nf 1.0\n" + own
+    assert gzip.decompress(b"".join(exposition.pieces(gzipped=True))) == b"".join(plain)
+    assert exposition.body() == b"".join(plain)
