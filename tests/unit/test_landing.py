@@ -2,6 +2,7 @@
 
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -9,21 +10,24 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter import landing
 from exporter.exposition import CachedExposition
 from exporter.landing import (
     PAGE_SIZE,
     Overview,
     QueryError,
+    Status,
+    StatusPage,
     parse_query,
     public_url,
-    render_landing_page,
 )
 from exporter.logs import REDACTOR
 from exporter.planner import Demand, make_plan
-from exporter.state import StateStore, TargetKey
+from exporter.state import StateStore, TargetKey, TargetState
 from exporter.targets import FunctionInfo, FunctionSettings
 from exporter.upstream import FunctionStats
 from exporter.web import ExporterHTTPServer
+from tests.helpers import http_get, serving_exporter
 
 NOW = 10_000.0
 PLAN = make_plan(Demand(listed=10), interval=30.0, budget=1600.0)
@@ -32,7 +36,7 @@ HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 
 
 def page(state: StateStore, query: str = "", overview: Overview = OVERVIEW) -> str:
-    return render_landing_page(state.snapshot(), query, overview, now=NOW).decode()
+    return StatusPage(state).render(query, overview, now=NOW).decode()
 
 
 def stats(ratio: float | None, total: int = 100) -> FunctionStats:
@@ -215,7 +219,7 @@ def server() -> Iterator[str]:
     httpd = ExporterHTTPServer(
         ("127.0.0.1", 0),
         exposition,
-        landing_page=lambda query: render_landing_page(state.snapshot(), query, OVERVIEW),
+        landing_page=lambda query: StatusPage(state).render(query, OVERVIEW),
         ready=lambda: True,
         reload=lambda: None,
     )
@@ -239,3 +243,79 @@ def test_the_server_serves_the_page_and_refuses_bad_queries(server: str) -> None
     assert refused.value.code == 400
     assert refused.value.read() == b"page: a whole number from 1 to 100000\n"
     refused.value.close()
+
+
+def test_views_of_an_unchanged_state_rank_the_functions_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page reloads itself every few seconds in every open tab: a view of a state that did
+    not change since the last one renders its rows, and ranks nothing again."""
+    statuses: list[TargetKey] = []
+    real_status_of = landing.status_of
+
+    def counted(state: TargetState, now: float, interval: float) -> Status:
+        statuses.append(state.key)
+        return real_status_of(state, now, interval)
+
+    monkeypatch.setattr(landing, "status_of", counted)
+    keys = [TargetKey("p", f"f{i:03d}") for i in range(3 * PAGE_SIZE)]
+    with serving_exporter("[{project: p, functions: [f]}]") as exporter:
+        exporter.state.set_targets(keys)
+        for i, key in enumerate(keys):
+            exporter.state.record_success(key, stats(i / len(keys)), time.time())
+        url = f"http://127.0.0.1:{exporter.port}"
+        views = [http_get(f"{url}/{query}") for query in ("", "?page=2", "?q=f1", "")]
+        assert [status for status, _ in views] == [200] * 4
+        assert len(statuses) == len(keys)  # the first view ranked every function, once
+        exporter.state.record_success(keys[0], stats(0.0), time.time())
+        assert rows(http_get(url)[1].decode())[0] == "p/f000"
+        assert len(statuses) == 2 * len(keys)  # a new state: ranked again, once
+
+
+def test_the_ranking_is_kept_until_the_next_function_turns_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ranked: list[float] = []
+    real_status_of = landing.status_of
+
+    def counted(state: TargetState, now: float, interval: float) -> Status:
+        ranked.append(now)
+        return real_status_of(state, now, interval)
+
+    monkeypatch.setattr(landing, "status_of", counted)
+    state = StateStore()
+    fresh, older = TargetKey("p", "fresh"), TargetKey("p", "older")
+    state.set_targets([fresh, older])
+    state.record_success(fresh, stats(0.5), NOW)
+    state.record_success(older, stats(0.9), NOW - 60)  # stale 90 s after it: at NOW + 30
+    status_page = StatusPage(state)
+    for now in (NOW, NOW + 10, NOW + 30):
+        html = status_page.render("", OVERVIEW, now=now).decode()
+        assert rows(html) == ["p/fresh", "p/older"]
+        assert "2 functions: <b>2</b> up" in html
+    assert ranked == [NOW, NOW]  # once, for the two functions
+    html = status_page.render("", OVERVIEW, now=NOW + 30.5).decode()
+    assert rows(html) == ["p/older", "p/fresh"]
+    assert "<b>1</b> up" in html
+    assert "<b>1</b> stale" in html
+
+
+def test_a_shared_429_pause_shows_once_at_the_top_of_the_page() -> None:
+    state = StateStore()
+    key = TargetKey("p", "f")
+    state.set_targets([key])
+    state.record_failure(
+        key, "forbidden", NOW - 9, keep_values_for=60, drop_values=False, detail="HTTP 403"
+    )
+    paused = Overview(PLAN, "https://mudbase.example", paused_until=NOW + 42.5)
+    html = page(state, overview=paused)
+    banner = (
+        "Mudbase rate-limited the exporter: every request paused until 02:47:22 UTC (43 s left)"
+    )
+    assert banner in html
+    assert html.count("Mudbase rate-limited") == 1
+    assert html.index(banner) < html.index('id="summary"')
+    assert "<b>forbidden</b>" in html  # the function's own last error, not the pause
+    over = Overview(PLAN, "https://mudbase.example", paused_until=NOW - 1)
+    assert "Mudbase rate-limited" not in page(state, overview=over)
+    assert "Mudbase rate-limited" not in page(state)
