@@ -14,6 +14,7 @@ costs its unit, whatever the size of its project. The output is byte for byte wh
 metrics` passes on it.
 """
 
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -21,6 +22,7 @@ from typing import cast
 from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
+from exporter.executions import DURATION_BUCKETS
 from exporter.state import StateStore, TargetKey, TargetState
 from exporter.upstream import FunctionStats
 
@@ -43,16 +45,20 @@ Chunk = tuple[bytes, ...]  # consecutive pieces of the exposition, compressed as
 # The functions, in order, are cut into units of about this many; a unit's lines of one family
 # are one chunk. 100 functions make chunks of 8 to 150 KB, which compress as well apart as in
 # one stream (at 2 functions a project, a chunk per project compressed 3.8x worse). A unit ends
-# after a function whose ID's hash picks it once the unit has half that many, or at four times
-# that many: where a unit ends depends on its functions only, so adding or removing a function
-# moves the ends next to it, not those of the units after it.
+# after a function whose ID's hash picks it (one in 25) once the unit has 75 functions, or at
+# 200: where a unit ends depends on its functions only, so adding or removing a function moves
+# the ends next to it, not those of the units after it.
 UNIT_FUNCTIONS = 100
-_SHORTEST_UNIT = UNIT_FUNCTIONS // 2
-_LONGEST_UNIT = 4 * UNIT_FUNCTIONS
+_SHORTEST_UNIT = UNIT_FUNCTIONS * 3 // 4
+_PICKED_ONE_IN = UNIT_FUNCTIONS - _SHORTEST_UNIT
+_LONGEST_UNIT = 2 * UNIT_FUNCTIONS
 
 
 # prometheus_client's own number formatting (1.0, 1e+06, +Inf, NaN), untyped upstream
 format_value = cast(Callable[[float], str], floatToGoString)
+
+
+_BOUNDS = {bound: format_value(bound) for bound in (*DURATION_BUCKETS, math.inf)}  # `le` values
 
 
 def _escape(value: str) -> str:
@@ -124,9 +130,9 @@ def _unit_bounds(keys: Sequence[TargetKey]) -> list[tuple[int, int]]:
 
 
 def _ends_a_unit(key: TargetKey) -> bool:
-    """About one function in `_SHORTEST_UNIT`, by a hash of its ID that is the same in every
-    process (so are the units, and the tests)."""
-    return zlib.crc32(key.function.encode()) % _SHORTEST_UNIT == 0
+    """One function in `_PICKED_ONE_IN`, by a hash of its ID that is the same in every process
+    (so are the units, and the tests)."""
+    return zlib.crc32(key.function.encode()) % _PICKED_ONE_IN == 0
 
 
 def _render_unit(targets: Sequence[TargetState]) -> _Lines:
@@ -206,11 +212,11 @@ def _execution_lines(
     # labels sort as function, le, project
     bucket = f'{name}_bucket{{function="{_escape(function["function"])}",le="'
     project = f'",project="{_escape(function["project"])}"}} '
+    cumulative = totals.cumulative_buckets()
     histogram = [
-        f"{bucket}{format_value(bound)}{project}{format_value(count)}\n"
-        for bound, count in totals.cumulative_buckets()
+        f"{bucket}{_BOUNDS[bound]}{project}{format_value(count)}\n" for bound, count in cumulative
     ]
-    total = totals.cumulative_buckets()[-1][1]
+    total = cumulative[-1][1]
     histogram.append(f"{name}_count{{{labels}}} {format_value(total)}\n")
     histogram.append(f"{name}_sum{{{labels}}} {format_value(totals.duration_sum)}\n")
     return counts, unobserved, "".join(histogram)
