@@ -107,45 +107,51 @@ def test_function_part_renders_once_per_generation_and_self_metrics_once_while_f
     assert (functions.collects, live.collects) == (2, 3)
 
 
-def test_gzip_body_is_one_member_that_decodes_to_exactly_the_plain_body() -> None:
+@pytest.mark.parametrize("crc32_combine", ["zlib's", "none: the text is read again"])
+def test_gzip_body_is_one_member_that_decodes_to_exactly_the_plain_body(
+    crc32_combine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if crc32_combine != "zlib's":
+        monkeypatch.setattr(gzipstream, "_crc32_combine", None)
     state = project_state({"a": 3, "b": UNIT_FUNCTIONS, "c": 2})
     exposition = CachedExposition(
         FunctionRenderer(state).render_parts, lambda: state.generation, static_registry()
     )
-    plain = exposition.body()
-    zipped = exposition.body(gzipped=True)
-    assert gzip.decompress(zipped) == plain
-    assert first_gzip_member(zipped) == plain  # readers of the first member only read it all
-    assert plain.endswith(generate_latest(static_registry()))
-    assert b'mudbase_function_up{function="fn0",project="b"} 1.0' in plain
+    for _ in range(2):  # a first render, then one after a change
+        plain = exposition.body()
+        zipped = exposition.body(gzipped=True)
+        assert gzip.decompress(zipped) == plain  # the trailer's CRC-32 and length are checked
+        assert first_gzip_member(zipped) == plain  # readers of the first member read it all
+        assert plain.endswith(generate_latest(static_registry()))
+        assert b'mudbase_function_up{function="fn0",project="b"} 1.0' in plain
+        state.record_failure(TargetKey("b", "fn7"), "timeout", 2.0, 60, drop_values=False)
 
 
 def functions_in(chunk: Chunk) -> set[bytes]:
-    """The functions whose lines a chunk holds (by their labels)."""
+    """The functions whose lines a chunk holds (by their labels: project/function)."""
     return {
-        match.group(1)
+        b"/".join(match.group(2, 1))
         for piece in chunk
         for match in re.finditer(rb'function="([^"]*)"[^\n]*project="([^"]*)"', piece)
     }
 
 
-def up_chunks(chunks: Sequence[Chunk]) -> list[int]:
-    """How many functions each chunk of mudbase_function_up holds."""
-    return [
-        sum(piece.count(b"mudbase_function_up{") for piece in chunk)
-        for chunk in chunks
-        if any(b"mudbase_function_up{" in piece for piece in chunk)
-    ]
+def up_chunks(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """The chunks of mudbase_function_up."""
+    return [chunk for chunk in chunks if any(b"mudbase_function_up{" in p for p in chunk)]
 
 
 def test_chunks_hold_about_a_unit_of_functions_whatever_the_projects() -> None:
     """Small projects share chunks and a big project is cut into several, so that one change
-    costs a unit, not a project."""
+    costs a unit, not a project; a project of about a unit's size is a chunk of its own."""
     small = {f"s{i:03d}": 1 for i in range(3 * UNIT_FUNCTIONS)}
-    chunks = FunctionRenderer(project_state({**small, "big": 10 * UNIT_FUNCTIONS})).render_parts()
-    counts = up_chunks(chunks)
-    assert sum(counts) == 13 * UNIT_FUNCTIONS
+    projects = {**small, "big": 10 * UNIT_FUNCTIONS, "mid0": UNIT_FUNCTIONS, "mid1": 80}
+    chunks = up_chunks(FunctionRenderer(project_state(projects)).render_parts())
+    counts = [len(functions_in(chunk)) for chunk in chunks]
+    assert sum(counts) == sum(projects.values())
     assert all(3 * UNIT_FUNCTIONS // 4 <= count <= 2 * UNIT_FUNCTIONS for count in counts[:-1])
+    mid1 = {f"mid1/fn{i}".encode() for i in range(80)}
+    assert mid1 in [functions_in(chunk) for chunk in chunks]
 
 
 def test_one_change_in_a_big_project_renders_and_compresses_about_a_unit(
@@ -180,7 +186,7 @@ def test_one_change_in_a_big_project_renders_and_compresses_about_a_unit(
     )
     assert 0 < len(compressor.compressed) <= len(collector.FAMILIES)
     recompressed = set().union(*map(functions_in, compressor.compressed))
-    assert b"fn1517" in recompressed
+    assert b"big/fn1517" in recompressed
     assert len(recompressed) <= 2 * UNIT_FUNCTIONS
     assert gzip.decompress(first) != gzip.decompress(zipped)
     compressor.compressed.clear()
@@ -207,7 +213,7 @@ def test_a_function_added_to_a_big_project_compresses_the_chunks_near_it_only() 
     state.sync_project("big", {**found, added: (FunctionSettings(0.99), info)})
     assert gzip.decompress(exposition.body(gzipped=True)) == exposition.body()
     recompressed = set().union(*map(functions_in, compressor.compressed))
-    assert b"fn2500a" in recompressed
+    assert b"big/fn2500a" in recompressed
     assert len(recompressed) <= 3 * 2 * UNIT_FUNCTIONS  # a few units, not 5,000 functions
 
 
