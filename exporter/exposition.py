@@ -165,7 +165,7 @@ class CachedExposition:
     def answer(self, gzipped: bool = False) -> tuple[list[bytes], Callable[[], list[bytes]]]:
         """The body in the two parts web.py asks for until it calls `pieces`: all of it, then
         nothing more."""
-        return self.pieces(gzipped), list
+        return self.pieces(gzipped), lambda: []
 
     def _own_metrics(self) -> _SelfMetrics:
         """The renderer's latest collection of the self-metrics if recent and current, else

@@ -50,10 +50,8 @@ def _zlib_crc32_combine() -> Callable[[int, int, int], int] | None:
     None where the zlib library cannot be loaded or gives a wrong answer."""
     name = ctypes.util.find_library("z")
     try:
-        combine = ctypes.CDLL(name).crc32_combine64 if name else None
+        combine = ctypes.CDLL(name or "libz.so.1").crc32_combine64
     except (OSError, AttributeError):
-        return None
-    if combine is None:
         return None
     combine.restype = ctypes.c_ulong
     combine.argtypes = [ctypes.c_ulong, ctypes.c_ulong, ctypes.c_int64]
