@@ -99,14 +99,18 @@ def test_a_row_shows_the_numbers_and_the_last_error_detail() -> None:
     assert '<span class="detail">read timed out</span>' in row
 
 
-def test_error_details_are_redacted_and_cut() -> None:
-    REDACTOR.add("tok-9f8e7d6c5b4a")
+def failed_once(reason: str, detail: str, at: float = NOW) -> StateStore:
+    """A state of one function, p/f, whose poll failed once."""
     state = StateStore()
     key = TargetKey("p", "f")
     state.set_targets([key])
-    detail = "401 for token tok-9f8e7d6c5b4a " + "x" * 1000
-    state.record_failure(key, "auth", NOW, keep_values_for=1, drop_values=False, detail=detail)
-    html = page(state)
+    state.record_failure(key, reason, at, keep_values_for=60, drop_values=False, detail=detail)
+    return state
+
+
+def test_error_details_are_redacted_and_cut() -> None:
+    REDACTOR.add("tok-9f8e7d6c5b4a")
+    html = page(failed_once("auth", "401 for token tok-9f8e7d6c5b4a " + "x" * 1000))
     assert "tok-9f8e7d6c5b4a" not in html
     assert "x" * 250 in html
     assert "x" * 400 not in html
@@ -245,19 +249,25 @@ def test_the_server_serves_the_page_and_refuses_bad_queries(server: str) -> None
     refused.value.close()
 
 
-def test_views_of_an_unchanged_state_rank_the_functions_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The page reloads itself every few seconds in every open tab: a view of a state that did
-    not change since the last one renders its rows, and ranks nothing again."""
-    statuses: list[TargetKey] = []
+@pytest.fixture
+def statuses(monkeypatch: pytest.MonkeyPatch) -> list[tuple[TargetKey, float]]:
+    """Every status the page works out from now on: the function and the time."""
+    worked_out: list[tuple[TargetKey, float]] = []
     real_status_of = landing.status_of
 
     def counted(state: TargetState, now: float, interval: float) -> Status:
-        statuses.append(state.key)
+        worked_out.append((state.key, now))
         return real_status_of(state, now, interval)
 
     monkeypatch.setattr(landing, "status_of", counted)
+    return worked_out
+
+
+def test_views_of_an_unchanged_state_rank_the_functions_once(
+    statuses: list[tuple[TargetKey, float]],
+) -> None:
+    """The page reloads itself every few seconds in every open tab: a view of a state that did
+    not change since the last one renders its rows, and ranks nothing again."""
     keys = [TargetKey("p", f"f{i:03d}") for i in range(3 * PAGE_SIZE)]
     with serving_exporter("[{project: p, functions: [f]}]") as exporter:
         exporter.state.set_targets(keys)
@@ -273,16 +283,8 @@ def test_views_of_an_unchanged_state_rank_the_functions_once(
 
 
 def test_the_ranking_is_kept_until_the_next_function_turns_stale(
-    monkeypatch: pytest.MonkeyPatch,
+    statuses: list[tuple[TargetKey, float]],
 ) -> None:
-    ranked: list[float] = []
-    real_status_of = landing.status_of
-
-    def counted(state: TargetState, now: float, interval: float) -> Status:
-        ranked.append(now)
-        return real_status_of(state, now, interval)
-
-    monkeypatch.setattr(landing, "status_of", counted)
     state = StateStore()
     fresh, older = TargetKey("p", "fresh"), TargetKey("p", "older")
     state.set_targets([fresh, older])
@@ -293,7 +295,7 @@ def test_the_ranking_is_kept_until_the_next_function_turns_stale(
         html = status_page.render("", OVERVIEW, now=now).decode()
         assert rows(html) == ["p/fresh", "p/older"]
         assert "2 functions: <b>2</b> up" in html
-    assert ranked == [NOW, NOW]  # once, for the two functions
+    assert statuses == [(fresh, NOW), (older, NOW)]  # worked out once, at the first view
     html = status_page.render("", OVERVIEW, now=NOW + 30.5).decode()
     assert rows(html) == ["p/older", "p/fresh"]
     assert "<b>1</b> up" in html
@@ -301,12 +303,7 @@ def test_the_ranking_is_kept_until_the_next_function_turns_stale(
 
 
 def test_a_shared_429_pause_shows_once_at_the_top_of_the_page() -> None:
-    state = StateStore()
-    key = TargetKey("p", "f")
-    state.set_targets([key])
-    state.record_failure(
-        key, "forbidden", NOW - 9, keep_values_for=60, drop_values=False, detail="HTTP 403"
-    )
+    state = failed_once("forbidden", "HTTP 403", at=NOW - 9)
     paused = Overview(PLAN, "https://mudbase.example", paused_until=NOW + 42.5)
     html = page(state, overview=paused)
     banner = (
