@@ -2,14 +2,17 @@
 
     .venv/bin/python bench/scale.py freshness --functions 5000 --minutes 3
     .venv/bin/python bench/scale.py mixed --listed 1000 --discovered 4000 --minutes 10
-    .venv/bin/python bench/scale.py scrape --functions 10000
+    .venv/bin/python bench/scale.py scrape --functions 10000 [--big-project 10000] [--source DIR]
+    .venv/bin/python bench/scale.py status-page --functions 10000 [--source DIR]
     .venv/bin/python bench/scale.py cpu --requests 2000
 
 Everything runs on loopback: a simulator process (with 50-100 ms latency where noted) and the
-real exporter, in this process or (scrape, mixed) as its own process. `scrape` compares the
-exporter's /metrics with a baseline process serving the same bytes from memory, and reads the
-exporter's RSS from /proc. Times are medians of repeated runs; ratios compare two things
-measured in the same run. Numbers go into docs/benchmarks.md by hand, never into tests.
+real exporter, in this process or (scrape, mixed, status-page) as its own process, that of
+this checkout or of `--source`. `scrape` compares the exporter's /metrics with a baseline
+process serving the same bytes from memory, reads the exporter's RSS and CPU time from /proc,
+and times renders after one change with `bench/render_probe.py`. Times are medians of
+repeated runs; ratios compare two things measured in the same run. Numbers go into
+docs/benchmarks.md by hand, never into tests.
 """
 
 import argparse
@@ -37,7 +40,14 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import get_json, post, rss_mb, start_fixed_server, start_simulator
+from bench.common import (
+    cpu_seconds,
+    get_json,
+    post,
+    rss_mb,
+    start_fixed_server,
+    start_simulator,
+)
 from exporter.app import Exporter
 from exporter.auth import StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
@@ -50,27 +60,41 @@ TOKEN = "bench-token-0123456789"
 PER_PROJECT = 100
 
 
+def layout(functions: int, big_project: int = 0) -> list[tuple[str, str]]:
+    """(project, function) of every function: `functions` in projects of 100 (p000, ...),
+    then `big_project` more in one project, `big`."""
+    small = [(f"p{i // PER_PROJECT:03d}", f"f{i:05d}") for i in range(functions)]
+    return small + [("big", f"f{functions + i:05d}") for i in range(big_project)]
+
+
 def bench_simulator(
-    functions: int, rate_per_minute: float, latency: str, rate_limit: int | None = None
+    functions: list[tuple[str, str]],
+    rate_per_minute: float,
+    latency: str,
+    rate_limit: int | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     specs = [
         {
-            "project": f"p{i // PER_PROJECT:03d}",
-            "id": f"f{i:05d}",
+            "project": project,
+            "id": function,
             "initial_executions": 50,
             "rate_per_minute": rate_per_minute,
             "dialect": "openapi" if i % 2 else "docs",
         }
-        for i in range(functions)
+        for i, (project, function) in enumerate(functions)
     ]
     return start_simulator(TOKEN, specs, seed=3, latency=latency, rate_limit=rate_limit)
 
 
-def project_config(url: str, functions: int, interval: str, extra: str = "") -> str:
-    projects = sorted({f"p{i // PER_PROJECT:03d}" for i in range(functions)})
+def project_config(
+    url: str, functions: list[tuple[str, str]], interval: str, extra: str = "", more: str = ""
+) -> str:
+    """Every project of `functions` discovered (`functions: all`); `extra` goes into the
+    mudbase settings, `more` is further top-level keys."""
+    projects = sorted({project for project, _ in functions})
     targets = "".join(f"  - {{project: {p}, functions: all}}\n" for p in projects)
     return (
-        f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 10s{extra}}}\n"
+        f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: 10s{extra}}}\n{more}"
         f"interval: {interval}\nconcurrency: 16\ntargets:\n{targets}"
     )
 
@@ -86,9 +110,10 @@ async def wait_all_polled(exporter: Exporter, functions: int, within: float) -> 
 
 
 async def freshness(args: argparse.Namespace) -> dict[str, Any]:
-    simulator, url = bench_simulator(args.functions, args.rate, "0.05:0.1")
+    functions = layout(args.functions)
+    simulator, url = bench_simulator(functions, args.rate, "0.05:0.1")
     try:
-        loaded = parse_config(project_config(url, args.functions, args.interval), "(bench)", {})
+        loaded = parse_config(project_config(url, functions, args.interval), "(bench)", {})
         exporter = Exporter(loaded, ("127.0.0.1", 0))
         runner = asyncio.create_task(exporter.run())
         warmup = await wait_all_polled(exporter, args.functions, 180)
@@ -248,31 +273,38 @@ async def scrape(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure_scrape(args: argparse.Namespace) -> dict[str, Any]:
-    """/metrics of the exporter as its own process at `functions` functions against a baseline
-    process serving the same bytes from memory; this process only scrapes. Timed twice: while
-    the exporter polls with the budget lifted (hundreds of polls a second, which the warm-up
-    needs), then after a reload to the default budget (a poll every 0.6 s, each listing
-    changing one project), as against Mudbase. Medians of interleaved rounds, ratios within
-    this run, the exporter's RSS."""
-    simulator, url = bench_simulator(args.functions, 1, "0", rate_limit=0)  # budget lifted
+    """/metrics of the exporter as its own process at `functions` functions (and one project
+    of `big_project` more) against a baseline process serving the same bytes from memory;
+    this process only scrapes. Timed twice: while the exporter polls with the budget lifted
+    (hundreds of polls a second, which the warm-up needs, every function changing), then
+    after a reload to the default budget (a poll every 0.6 s, each listing changing one
+    project), as against Mudbase. Medians of interleaved rounds, ratios within this run, the
+    exporter's RSS and its CPU share in each phase while nothing scrapes; and, before the
+    exporter starts, the renders after one change of the same layout (render_probe.py)."""
+    source = Path(args.source).resolve()
+    renders = render_after_one_change(source, args.functions, args.big_project)
+    functions = layout(args.functions, args.big_project)
+    simulator, url = bench_simulator(functions, 1, "0", rate_limit=0)  # budget lifted
     workdir = Path(tempfile.mkdtemp(prefix="bench-scrape-"))
     config = workdir / "config.yaml"
-    config.write_text(project_config(url, args.functions, "30s", ", request_budget: 1000000"))
+    config.write_text(project_config(url, functions, "30s", ", request_budget: 1000000"))
     port = free_port()
-    exporter = start_exporter(ROOT, config, port)
+    exporter = start_exporter(source, config, port)
     metrics = f"http://127.0.0.1:{port}/metrics"
     baseline: subprocess.Popen[str] | None = None
     try:
         wait_for_answer(metrics, 60)
-        warmup = wait_tracked_from_outside(metrics, args.functions, 600)
+        warmup = wait_tracked_from_outside(metrics, len(functions), 600)
         time.sleep(3)
+        cpu_busy = cpu_share(exporter.pid, CPU_WINDOW)
         plain, zipped = fetch(metrics), fetch(metrics, gzipped=True)
         baseline, baseline_url = start_fixed_server(plain, zipped)
         urls = {"exporter": metrics, "baseline": f"{baseline_url}/metrics"}
         busy = scrape_timings(urls)
-        config.write_text(project_config(url, args.functions, "30s"))  # the default budget
+        config.write_text(project_config(url, functions, "30s"))  # the default budget
         post(f"http://127.0.0.1:{port}/-/reload", {})
         time.sleep(20)  # the bucket drained to the default budget's pace
+        cpu_at_the_budget = cpu_share(exporter.pid, CPU_WINDOW)
         at_the_budget = scrape_timings(urls)
         memory = scrape_memory(urls["exporter"], exporter.pid)
         post(f"{url}/_sim/latency", {"min": 5, "max": 5})
@@ -287,16 +319,56 @@ def measure_scrape(args: argparse.Namespace) -> dict[str, Any]:
         simulator.communicate(timeout=10)
     one_member = zlib.compress(plain, GZIP_LEVEL, wbits=16 + zlib.MAX_WBITS)
     return {
-        "functions": args.functions,
+        "source": str(source),
+        "functions": len(functions),
+        "big_project": args.big_project,
         "first_round_and_executions_s": round(warmup),
         "plain_bytes": len(plain),
         "gzip_bytes": len(zipped),
         "gzip_bytes_as_one_stream": len(one_member),
+        "renders_in_process": renders,
+        f"cpu_share_{CPU_WINDOW:.0f}s_budget_lifted": cpu_busy,
+        f"cpu_share_{CPU_WINDOW:.0f}s_default_budget": cpu_at_the_budget,
         "polling_with_the_budget_lifted": busy,
         "polling_at_the_default_budget": at_the_budget,
         **memory,
         "plain_median_ms_while_upstream_takes_5s": round(slow, 2),
     }
+
+
+CPU_WINDOW = 60.0  # seconds
+
+
+def cpu_share(pid: int, seconds: float) -> float:
+    """The share of one core the process `pid` used (user and system) over `seconds`."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return round((cpu_seconds(pid) - before) / (time.monotonic() - started), 3)
+
+
+def wait_quiet(pid: int, within: float) -> None:
+    """Until the process `pid` uses less than 5% of a core over 2 s."""
+    started = time.monotonic()
+    while cpu_share(pid, 2.0) >= 0.05:
+        if time.monotonic() - started > within:
+            raise RuntimeError("the exporter did not go quiet in time")
+
+
+def render_after_one_change(source: Path, functions: int, big_project: int) -> Any:
+    """bench/render_probe.py's answer, with the exporter package of `source`."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "render_probe.py"),
+            f"--functions={functions}",
+            f"--big-project={big_project}",
+        ],
+        env={**os.environ, "PYTHONPATH": str(source)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(probe.stdout)
 
 
 def scrape_timings(urls: dict[str, str]) -> dict[str, Any]:
@@ -332,7 +404,7 @@ def wait_for_answer(url: str, within: float) -> None:
 
 
 async def cpu(args: argparse.Namespace) -> dict[str, Any]:
-    simulator, url = bench_simulator(100, 6, "0", rate_limit=0)  # budget lifted
+    simulator, url = bench_simulator(layout(100), 6, "0", rate_limit=0)  # budget lifted
     try:
         post(f"{url}/_sim/functions", {"project": "p000", "id": "f00001", "rate_per_minute": 6000})
         await asyncio.sleep(3)  # 300 executions: a full page of 100 for every call below
@@ -532,6 +604,50 @@ def measure_mixed(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def status_page(args: argparse.Namespace) -> dict[str, Any]:
+    return await asyncio.to_thread(measure_status_page, args)
+
+
+def measure_status_page(args: argparse.Namespace) -> dict[str, Any]:
+    """The status page of the exporter (this checkout or `--source`) as its own process, with
+    `functions` functions in projects of 100, every one listed once (budget lifted, interval
+    1h, no execution metrics: then the state stays as it is). Views of `/` timed from
+    outside: with the state unchanged between them, filtered, and each right after a reload
+    (which moves the state's generation, so the ranking is redone). Medians."""
+    source = Path(args.source).resolve()
+    functions = layout(args.functions)
+    simulator, url = bench_simulator(functions, 0, "0", rate_limit=0)  # budget lifted
+    config = Path(tempfile.mkdtemp(prefix="bench-status-")) / "config.yaml"
+    mudbase = ", request_budget: 1000000"
+    config.write_text(project_config(url, functions, "1h", mudbase, "execution_metrics: false\n"))
+    port = free_port()
+    exporter = start_exporter(source, config, port)
+    page = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_answer(f"http://127.0.0.1:{port}/-/ready", 600)
+        wait_quiet(exporter.pid, 300)  # the first round's logs requests are done too
+        scrape_times(page, 1)  # the first view of the last state
+        unchanged = scrape_times(page, args.views)
+        filtered = scrape_times(f"{page}?q=p001/", args.views)
+        after_a_change = []
+        for _ in range(args.views):
+            post(f"http://127.0.0.1:{port}/-/reload", {})
+            after_a_change += scrape_times(page, 1)
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=30)
+        simulator.terminate()
+        simulator.communicate(timeout=10)
+    return {
+        "source": str(source),
+        "functions": len(functions),
+        "views": args.views,
+        "view_ms_state_unchanged": round(statistics.median(unchanged), 1),
+        "view_ms_filtered_state_unchanged": round(statistics.median(filtered), 1),
+        "view_ms_after_a_change": round(statistics.median(after_a_change), 1),
+    }
+
+
 def _gauge(text: str, name: str) -> float | None:
     match = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(match.group(1)) if match else None
@@ -553,19 +669,32 @@ def main() -> None:
     fresh.add_argument("--interval", default="60s")
     scraping = sub.add_parser("scrape")
     scraping.add_argument("--functions", type=int, default=10000)
+    scraping.add_argument(
+        "--big-project", type=int, default=0, help="one more project of this many functions"
+    )
     mix = sub.add_parser("mixed")
     mix.add_argument("--listed", type=int, default=1000)
     mix.add_argument("--discovered", type=int, default=4000)
     mix.add_argument("--minutes", type=float, default=10)
-    mix.add_argument(
-        "--source", default=str(ROOT), help="the checkout whose exporter runs (for a baseline)"
-    )
+    status = sub.add_parser("status-page")
+    status.add_argument("--functions", type=int, default=10000)
+    status.add_argument("--views", type=int, default=15)
+    for command in (scraping, mix, status):
+        command.add_argument(
+            "--source", default=str(ROOT), help="the checkout whose exporter runs (a 'before')"
+        )
     costs = sub.add_parser("cpu")
     costs.add_argument("--requests", type=int, default=2000)
     costs.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     configure_logging("error", "logfmt")
-    bench = {"freshness": freshness, "scrape": scrape, "cpu": cpu, "mixed": mixed}[args.bench]
+    bench = {
+        "freshness": freshness,
+        "scrape": scrape,
+        "cpu": cpu,
+        "mixed": mixed,
+        "status-page": status_page,
+    }[args.bench]
     print(json.dumps(asyncio.run(bench(args)), indent=2))
 
 

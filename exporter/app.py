@@ -26,7 +26,7 @@ from exporter.config import (
 )
 from exporter.durations import format_duration
 from exporter.exposition import CachedExposition
-from exporter.landing import Overview, render_landing_page
+from exporter.landing import Overview, StatusPage
 from exporter.logs import REDACTOR, get_logger
 from exporter.planner import POLL_DEADLINE_SHARE, RequestPlanner, shard_budget
 from exporter.poller import Poller
@@ -184,14 +184,11 @@ class Exporter:
         self.metrics.last_render.set_function(lambda: self.exposition.last_render_time or 0.0)
         self.health = Health(self.exposition.unrendered_for)
         self.state.subscribe(self.exposition.notify)
+        self.status_page = StatusPage(self.state)
         self.server = ExporterHTTPServer(
             listen,
             self.exposition,
-            landing_page=lambda query: render_landing_page(
-                self.state.snapshot(),
-                query,
-                Overview(self.planner.plan, self.loaded.config.mudbase.url),
-            ),
+            landing_page=lambda query: self.status_page.render(query, self._overview()),
             ready=self._ready,
             health_problems=self.health.problems,
             reload=self.reload_from_thread,
@@ -208,12 +205,16 @@ class Exporter:
         self._auth: _Auth | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def _overview(self) -> Overview:
+        """What the status page shows beside the functions, from the planner and the config."""
+        return Overview(self.planner.plan, self.loaded.config.mudbase.url, self.planner.pause_end())
+
     def _ready(self) -> bool:
-        """Every function polled once, and that visible on /metrics; then ready for good."""
+        """Every function polled once, and that visible on /metrics; then ready for good.
+        (The renderer shows the state's changes on its own: it was told of each.)"""
         if not self._ready_latched and self.state.ready():
             if self._ready_from is None:
                 self._ready_from = self.state.generation
-                self.exposition.notify()
             self._ready_latched = self.exposition.rendered_generation() >= self._ready_from
         return self._ready_latched
 

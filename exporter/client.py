@@ -2,7 +2,8 @@
 
 Retries (tenacity) cover connection errors, timeouts, 5xx and 429, with exponential backoff and
 jitter, and honour Retry-After up to a cap. 400/401/403/404 are never retried. A whole call,
-retries included, ends before its deadline.
+retries included, ends before its deadline. A retry that the planner refuses because a 429
+pause outlasts the call ends it with the failure Mudbase answered before, its own.
 """
 
 import asyncio
@@ -29,7 +30,7 @@ from tenacity.stop import stop_base
 from exporter.auth import Credential
 from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
-from exporter.planner import RequestKind, RequestPlanner
+from exporter.planner import RefusedByPause, RequestKind, RequestPlanner
 from exporter.upstream import (
     FunctionPage,
     FunctionStats,
@@ -133,13 +134,23 @@ class MudbaseClient:
             if not error.retryable:
                 raise
             first_failure: list[PollError] = [error]
+            answered = error  # the latest failure Mudbase answered (or the network caused)
 
         async def attempt() -> bytes:
+            nonlocal answered
             if first_failure:
                 raise first_failure.pop()
-            return await call()
+            try:
+                return await call()
+            except PollError as error:
+                if not isinstance(error, RefusedByPause):
+                    answered = error
+                raise
 
-        return await self._retry_loop(attempt, started)
+        try:
+            return await self._retry_loop(attempt, started)
+        except RefusedByPause:  # a retry the shared pause refused: the poll failed by its own
+            raise answered from None
 
     async def _retry_loop(self, call: Callable[[], Awaitable[bytes]], started: float) -> bytes:
         retrying = AsyncRetrying(

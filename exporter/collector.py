@@ -5,20 +5,26 @@ spec in metrics.py; this module decides which samples each function has.
 
 Why not prometheus_client's collector and `generate_latest`: at 10,000 functions with the
 execution histograms that is 200,000 samples, each built as a Sample object with a label dict
-(3 s per render and a hundred MB of garbage at its peak). Snapshots are immutable, so each
-project's lines are rendered once per change of one of its functions and kept, per metric
-family; a render is the list of those pieces, in chunks (see `render_parts`). The output is
-byte for byte what `generate_latest` writes (a golden file, made with it, checks this), and
-`promtool check metrics` passes on it.
+(3 s per render and a hundred MB of garbage at its peak). Snapshots are immutable, so the
+functions are cut into units of about `UNIT_FUNCTIONS` (across projects, and inside a big
+one), and a unit's lines are rendered once per change of one of its functions and kept, per
+metric family; a render is the list of those pieces, in chunks (see `render_parts`). A change
+costs its unit, whatever the size of its project. The output is byte for byte what
+`generate_latest` writes (a golden file, made with it, checks this), and `promtool check
+metrics` passes on it.
 """
 
-from collections.abc import Callable
+import math
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from prometheus_client.utils import floatToGoString
 
 from exporter import metrics as m
-from exporter.state import StateStore, TargetState
+from exporter.executions import DURATION_BUCKETS
+from exporter.state import StateStore, TargetKey, TargetState
 from exporter.upstream import FunctionStats
 
 _VALUE_FIELDS: tuple[tuple[m.MetricSpec, Callable[[FunctionStats], float | None]], ...] = (
@@ -35,16 +41,25 @@ FAMILIES = (
     *m.FUNCTION_CONFIG_METRICS,
     *m.FUNCTION_EXECUTION_METRICS,
 )
-_Lines = tuple[bytes, ...]  # a project's lines, encoded, one item per family (maybe empty)
+_Lines = tuple[bytes, ...]  # a unit's lines, encoded, one item per family (maybe empty)
 Chunk = tuple[bytes, ...]  # consecutive pieces of the exposition, compressed as one gzip member
-# Projects are grouped, in order, into units of at least this many functions; a unit's lines of
-# one family are one chunk. 100 functions make chunks of 8 to 150 KB, which compress as well
-# apart as in one stream (at 2 functions a project, a chunk per project compressed 3.8x worse).
+# The functions, in order, are cut into units of about this many; a unit's lines of one family
+# are one chunk. 100 functions make chunks of 8 to 150 KB, which compress as well apart as in
+# one stream (at 2 functions a project, a chunk per project compressed 3.8x worse). Where a
+# unit ends depends on its functions only (see `_unit_bounds`), so adding or removing a
+# function moves the ends next to it, not those of the units after it.
 UNIT_FUNCTIONS = 100
+_SHORTEST_UNIT = UNIT_FUNCTIONS * 3 // 4
+_PICKED_ONE_IN = UNIT_FUNCTIONS - _SHORTEST_UNIT
+_LONGEST_UNIT = 2 * UNIT_FUNCTIONS
+_ANCHORED_PROJECT = UNIT_FUNCTIONS // 4
 
 
 # prometheus_client's own number formatting (1.0, 1e+06, +Inf, NaN), untyped upstream
 format_value = cast(Callable[[float], str], floatToGoString)
+
+
+_BOUNDS = {bound: format_value(bound) for bound in (*DURATION_BUCKETS, math.inf)}  # `le` values
 
 
 def _escape(value: str) -> str:
@@ -61,64 +76,77 @@ def _header(spec: m.MetricSpec) -> str:
 
 
 class FunctionRenderer:
-    """Renders the per-function families from the state store. Each project's lines are kept
-    per family and redone only when one of its functions' state changed (a listing changes a
-    whole project at once); a render is then a list of a few large pieces."""
+    """Renders the per-function families from the state store. Each unit's lines are kept
+    per family and redone only when one of its functions' state changed; a render is then a
+    list of a few large pieces."""
 
     def __init__(self, state: StateStore) -> None:
         self._state = state
-        self._cache: dict[str, tuple[tuple[TargetState, ...], _Lines]] = {}
         self._headers = [_header(spec).encode() for spec in FAMILIES]
+        self._keys: list[TargetKey] = []  # the functions of the latest render, in order
+        self._bounds: list[tuple[int, int]] = []  # and its units: [start, end) in that order
+        # each unit's lines, known by the identities of its functions' snapshots (the entry
+        # holds them, so no other object can take their ids while it lives)
+        self._units: dict[tuple[int, ...], tuple[tuple[TargetState, ...], _Lines]] = {}
 
     def render(self) -> bytes:
         return b"".join(piece for chunk in self.render_parts() for piece in chunk)
 
     def render_parts(self) -> list[Chunk]:
         """The per-function part as chunks of pieces, in order: per family, its header and the
-        lines of the first unit of projects, then one chunk per further unit. An unchanged
-        project's pieces are the very same objects as in the previous render, so a chunk made
-        of the same objects is unchanged (and its compressed form can be kept)."""
-        projects: dict[str, list[TargetState]] = {}
-        for key, target in self._state.snapshot().items():
-            projects.setdefault(key.project, []).append(target)
-        cache = {}
-        for project, targets in projects.items():
-            cached = self._cache.get(project)
-            if cached is None or not _same(cached[0], targets):
-                cached = (tuple(targets), _render_project(targets))
-            cache[project] = cached
-        self._cache = cache
-        units = _units([(len(targets), lines) for targets, lines in cache.values()])
+        lines of the first unit, then one chunk per further unit. An unchanged unit's pieces
+        are the very same objects as in the previous render, so a chunk made of the same
+        objects is unchanged (and its compressed form can be kept)."""
+        snapshot = self._state.snapshot()
+        keys = list(snapshot)
+        if keys != self._keys:  # functions came or went: the units around them change
+            self._bounds = _unit_bounds(keys)
+        self._keys = keys  # equal keys may be new objects: the next comparison is quicker
+        targets = list(snapshot.values())
+        units = {}
+        for start, end in self._bounds:
+            members = tuple(targets[start:end])
+            ids = tuple(map(id, members))
+            units[ids] = self._units.get(ids) or (members, _render_unit(members))
+        self._units = units
         chunks: list[Chunk] = []
         for index, header in enumerate(self._headers):
-            family = [tuple(lines[index] for lines in unit if lines[index]) for unit in units]
-            family = [chunk for chunk in family if chunk] or [()]
-            chunks.append((header, *family[0]))
-            chunks.extend(family[1:])
+            pieces = [lines[index] for _, lines in units.values() if lines[index]]
+            chunks.append((header, *pieces[:1]))
+            chunks.extend((piece,) for piece in pieces[1:])
         return chunks
 
 
-def _units(projects: list[tuple[int, _Lines]]) -> list[list[_Lines]]:
-    """Consecutive projects grouped until a group has `UNIT_FUNCTIONS` functions. The grouping
-    depends only on the projects and their numbers of functions, not on their values, so it
-    stays the same from one render to the next while polls change the values."""
-    units: list[list[_Lines]] = []
-    size = UNIT_FUNCTIONS
-    for count, lines in projects:
-        if size >= UNIT_FUNCTIONS:
-            units.append([])
-            size = 0
-        units[-1].append(lines)
-        size += count
-    return units
+def _unit_bounds(keys: Sequence[TargetKey]) -> list[tuple[int, int]]:
+    """The functions (in order) cut into units: [start, end) of each. A unit ends at an anchor
+    once it has `_SHORTEST_UNIT` functions, or at `_LONGEST_UNIT`. Anchors: the last function
+    of a project of `_ANCHORED_PROJECT` or more (a chunk of one project's lines compresses
+    better than one that spans two, by 2 to 7%), and in a project smaller than that or bigger
+    than a unit, the functions a hash picks. A project of a unit's size is then a unit, or
+    ends one."""
+    sizes = Counter(key.project for key in keys)
+    bounds, start = [], 0
+    for index, key in enumerate(keys):
+        size, project = index + 1 - start, sizes[key.project]
+        ends_project = index + 1 == len(keys) or keys[index + 1].project != key.project
+        anchor = (ends_project and project >= _ANCHORED_PROJECT) or (
+            not _ANCHORED_PROJECT <= project <= _LONGEST_UNIT and _picked(key)
+        )
+        if size >= _LONGEST_UNIT or (size >= _SHORTEST_UNIT and anchor):
+            bounds.append((start, index + 1))
+            start = index + 1
+    if start < len(keys):
+        bounds.append((start, len(keys)))
+    return bounds
 
 
-def _same(cached: tuple[TargetState, ...], targets: list[TargetState]) -> bool:
-    """Snapshots are immutable: an unchanged function is the very same object."""
-    return len(cached) == len(targets) and all(a is b for a, b in zip(cached, targets, strict=True))
+def _picked(key: TargetKey) -> bool:
+    """One function in `_PICKED_ONE_IN`, by a hash of its ID that is the same in every process
+    (so are the units, and the tests)."""
+    return zlib.crc32(key.function.encode()) % _PICKED_ONE_IN == 0
 
 
-def _render_project(targets: list[TargetState]) -> _Lines:
+def _render_unit(targets: Sequence[TargetState]) -> _Lines:
     families: list[list[str]] = [[] for _ in FAMILIES]
     for target in targets:
         for lines, text in zip(families, _render(target), strict=True):
@@ -195,11 +223,11 @@ def _execution_lines(
     # labels sort as function, le, project
     bucket = f'{name}_bucket{{function="{_escape(function["function"])}",le="'
     project = f'",project="{_escape(function["project"])}"}} '
+    cumulative = totals.cumulative_buckets()
     histogram = [
-        f"{bucket}{format_value(bound)}{project}{format_value(count)}\n"
-        for bound, count in totals.cumulative_buckets()
+        f"{bucket}{_BOUNDS[bound]}{project}{format_value(count)}\n" for bound, count in cumulative
     ]
-    total = totals.cumulative_buckets()[-1][1]
+    total = cumulative[-1][1]
     histogram.append(f"{name}_count{{{labels}}} {format_value(total)}\n")
     histogram.append(f"{name}_sum{{{labels}}} {format_value(totals.duration_sum)}\n")
     return counts, unobserved, "".join(histogram)

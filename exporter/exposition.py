@@ -1,4 +1,4 @@
-"""The /metrics body: per-function families rendered in the background, self-metrics live.
+"""The /metrics body: per-function families rendered in the background, self-metrics kept fresh.
 
 The per-function part can be large (10,000 functions with execution histograms: 26 MB). A
 renderer thread re-renders it when the state has changed, at most once per `MIN_RENDER_GAP`
@@ -7,13 +7,17 @@ stay fast whatever Mudbase or the state does.
 
 A render is a list of chunks (see `FunctionRenderer.render_parts`); each chunk is compressed
 apart into a deflate segment, kept for as long as the chunk is made of the same pieces, so a
-render after a poll changed one project compresses only that project's chunks. A gzip answer
-is these segments and the self-metrics' in one gzip member (see `gzipstream`). A plain answer
-writes the cached pieces in order, never joined into one copy, so concurrent scrapes cost no
-memory per scrape beyond the small self-metrics. Either is sent in two HTTP chunks: the
-per-function part at once, then the self-metrics. The renderer thread also collects the
-self-metrics every `SELF_METRICS_REFRESH` seconds (see `selftext`), so a scrape sends them
-from memory too; they are at most `SELF_METRICS_MAX_AGE` old, or collected on the scrape.
+render after a poll compresses only the chunks of the functions that changed. A gzip answer is
+these segments and the self-metrics' in one gzip member (see `gzipstream`). A plain answer is
+the cached pieces in order, never joined into one copy, so concurrent scrapes cost no memory per
+scrape beyond the small self-metrics.
+
+The renderer thread also collects the exporter's own metrics every `SELF_METRICS_REFRESH`
+seconds (prometheus_client's `generate_latest`) and compresses them, so a scrape sends them
+from memory too; a scrape collects them itself only when the kept collection is older than
+`SELF_METRICS_MAX_AGE`, or a reload changed them since (`self_metrics_changed`). A collection
+that began before such a change is never kept, so the next scrape always shows what the reload
+answered.
 """
 
 import ctypes
@@ -23,16 +27,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 
 from exporter import gzipstream
 from exporter.gzipstream import Chunk, SegmentCache
-from exporter.selftext import SelfMetricsText
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MIN_RENDER_GAP = 1.0
-# Collecting the ~150 self-metric samples costs 0.25 ms back to back, about 1 ms after a second
-# of idling (cold caches): at Prometheus' pace that was half of a gzip scrape's time.
+# Collecting the ~150 self-metric samples costs about 1 ms after a second of idling (cold
+# caches): at Prometheus' pace, on the scrape path, that was half of a gzip scrape's time.
 SELF_METRICS_REFRESH = 1.0
 SELF_METRICS_MAX_AGE = 1.5
 
@@ -67,6 +70,17 @@ class _Rendered:
     length: int
 
 
+@dataclass(frozen=True)
+class _SelfMetrics:
+    """One collection of the exporter's own metrics: their text and its deflate segment, when
+    it was collected (monotonic time) and which version of them it shows."""
+
+    text: bytes
+    segment: bytes
+    collected_at: float
+    version: int
+
+
 class CachedExposition:
     def __init__(
         self,
@@ -80,14 +94,18 @@ class CachedExposition:
     ) -> None:
         self._functions = functions
         self._generation = generation
-        self._live = SelfMetricsText(live)
+        self._live = live
         self._segments = segments or SegmentCache()
         self._gap = min_render_gap
         self._on_error = on_error
         self._lock = threading.Lock()
         self._current: _Rendered | None = None
-        self._live_texts: tuple[float, list[bytes]] | None = None  # (monotonic time, texts)
-        self._unrendered_since: float | None = None  # monotonic time of the oldest change
+        # The oldest state generation /metrics does not show, and since when (monotonic time).
+        self._unshown: tuple[int, float] | None = None
+        self._unshown_lock = threading.Lock()
+        self._self_metrics: _SelfMetrics | None = None
+        self._self_version = 0  # bumped when the self-metrics changed in a way to show at once
+        self._self_lock = threading.Lock()
         self.last_render_time: float | None = None  # Unix time of the latest render
         self._changed = threading.Event()
         self._stopped = threading.Event()
@@ -110,48 +128,61 @@ class CachedExposition:
         return current.generation if current is not None else -1
 
     def notify(self) -> None:
-        """The state changed: the renderer will pick it up."""
-        if self._unrendered_since is None:
-            self._unrendered_since = time.monotonic()
+        """The state changed: the renderer will pick it up. The first generation not shown yet
+        starts the clock of `unrendered_for` (a call with no new generation starts nothing)."""
+        with self._unshown_lock:
+            generation = self._generation()
+            if self._unshown is None and generation > self.rendered_generation():
+                self._unshown = (generation, time.monotonic())
         self._changed.set()
-
-    def self_metrics_changed(self) -> None:
-        """The self-metrics changed in a way the next scrape must show (a reload): collect them
-        on that scrape, not from the renderer's last collection."""
-        self._live_texts = None
 
     def unrendered_for(self) -> float:
         """Seconds since the oldest change of the state that /metrics does not show yet."""
-        since = self._unrendered_since
-        return 0.0 if since is None else time.monotonic() - since
+        unshown = self._unshown
+        return 0.0 if unshown is None else time.monotonic() - unshown[1]
 
-    def answer(self, gzipped: bool = False) -> tuple[list[bytes], Callable[[], list[bytes]]]:
-        """What a scrape sends, in two parts: the per-function part, ready, and a function for
-        the rest (the self-metrics, read when called), so a server can send the first part
-        while it collects the rest. Pieces to write one after the other, never to join."""
-        cached = self._latest()
-        if not gzipped:
-            return list(cached.pieces), self._self_metrics
-        return [gzipstream.HEADER, cached.deflated], lambda: self._gzip_end(cached)
-
-    def _self_metrics(self) -> list[bytes]:
-        """The self-metrics' texts: the renderer's latest collection if recent, else now."""
-        collected = self._live_texts
-        if collected is not None and time.monotonic() - collected[0] <= SELF_METRICS_MAX_AGE:
-            return collected[1]
-        return self._live.texts()
-
-    def _gzip_end(self, cached: _Rendered) -> list[bytes]:
-        live = self._self_metrics()
-        crc, length = gzipstream.checksum(live, cached.crc)
-        return [self._live.segment(live), gzipstream.trailer(crc, cached.length + length)]
+    def self_metrics_changed(self) -> None:
+        """The self-metrics changed in a way the next scrape must show (a reload): that scrape
+        collects them, and no collection that began before this call is kept."""
+        with self._self_lock:
+            self._self_version += 1
 
     def pieces(self, gzipped: bool = False) -> list[bytes]:
-        first, rest = self.answer(gzipped)
-        return [*first, *rest()]
+        """The complete body, as pieces to write one after the other (never joined): the
+        per-function part and the self-metrics, plain or as one gzip member. Raises when there
+        is no body to send: the first render, or the self-metrics' collection, failed."""
+        rendered = self._latest()
+        own = self._own_metrics()
+        if not gzipped:
+            return [*rendered.pieces, own.text]
+        crc, length = gzipstream.checksum([own.text], rendered.crc)
+        trailer = gzipstream.trailer(crc, rendered.length + length)
+        return [gzipstream.HEADER, rendered.deflated, own.segment, trailer]
 
     def body(self, gzipped: bool = False) -> bytes:
         return b"".join(self.pieces(gzipped))
+
+    def _own_metrics(self) -> _SelfMetrics:
+        """The renderer's latest collection of the self-metrics if recent and current, else
+        one made now."""
+        kept = self._self_metrics
+        if (
+            kept is not None
+            and kept.version == self._self_version
+            and time.monotonic() - kept.collected_at <= SELF_METRICS_MAX_AGE
+        ):
+            return kept
+        return self._collect_self_metrics()
+
+    def _collect_self_metrics(self) -> _SelfMetrics:
+        """Collect the self-metrics; kept for later scrapes unless they changed meanwhile."""
+        version = self._self_version
+        text = generate_latest(self._live)
+        collected = _SelfMetrics(text, gzipstream.segment([text]), time.monotonic(), version)
+        with self._self_lock:
+            if version == self._self_version:
+                self._self_metrics = collected
+        return collected
 
     def _latest(self) -> _Rendered:
         current = self._current
@@ -166,25 +197,28 @@ class CachedExposition:
         with self._lock:  # concurrent renders share one
             current = self._current
             if current is None or not self._is_current(current):
-                pending, self._unrendered_since = self._unrendered_since, None
-                generation = self._generation()
-                try:
-                    current = self._rendered(generation)
-                except Exception:
-                    if pending is not None:  # still not shown: the oldest change counts
-                        self._unrendered_since = pending
-                    raise
+                read_at, generation = time.monotonic(), self._generation()
+                current = self._rendered(generation)
                 self._current = current
+                self._shown(generation, read_at)
                 self.last_render_time = time.time()
                 _trim_memory()
             return current
+
+    def _shown(self, generation: int, read_at: float) -> None:
+        """/metrics shows `generation` now, which was read at `read_at`: the oldest change it
+        does not show, if any, is a later one, made after that read."""
+        with self._unshown_lock:
+            unshown = self._unshown
+            if unshown is not None and unshown[0] <= generation:
+                later = self._generation() > generation
+                self._unshown = (generation + 1, read_at) if later else None
 
     def _rendered(self, generation: int) -> _Rendered:
         """The functions' chunks: their pieces, and only the new chunks compressed."""
         chunks = self._functions()
         pieces = tuple(piece for chunk in chunks for piece in chunk)
-        deflated = b"".join(self._segments.segments(chunks))
-        return _Rendered(generation, pieces, deflated, *gzipstream.checksum(pieces))
+        return _Rendered(generation, pieces, *self._segments.compressed(chunks))
 
     def _render_loop(self) -> None:
         while not self._stopped.is_set():
@@ -195,7 +229,7 @@ class CachedExposition:
             try:
                 if changed:
                     self._render()
-                self._live_texts = (time.monotonic(), self._live.texts())
+                self._collect_self_metrics()
             except Exception as err:  # a bug: /metrics keeps the last render, health says so
                 self._on_error(err)
                 self._changed.set()  # try again after the gap

@@ -3,14 +3,19 @@
 Server-rendered from one state snapshot, no JavaScript. Every function is ranked worst first
 (failing polls, then stale data, then not polled yet, then the lowest success ratio); one page
 shows `PAGE_SIZE` of them, filtered by `?q=` (a substring of project/function or name) and
-paged by `?page=`. The request budget and the effective interval come from the planner's plan.
-Everything taken from the config, Mudbase or the query string is HTML-escaped; error details
-are redacted of known secrets; the Mudbase URL is shown without user info.
+paged by `?page=`. The ranking (statuses, order, summary counts) is kept for as long as the
+state's generation and the interval stay the same and no function has turned stale since, so
+a view renders its rows only, however often the page reloads itself in however many tabs. The
+request budget, the effective interval and a 429 pause come from the planner. Everything taken
+from the config, Mudbase or the query string is HTML-escaped; error details are redacted of
+known secrets; the Mudbase URL is shown without user info.
 """
 
+import math
 import platform
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -22,7 +27,7 @@ from exporter.config import public_url
 from exporter.durations import format_duration
 from exporter.logs import REDACTOR
 from exporter.planner import Plan, RequestKind
-from exporter.state import TargetKey, TargetState
+from exporter.state import StateStore, TargetState
 
 PAGE_SIZE = 100
 MAX_FILTER_CHARS = 200
@@ -70,16 +75,44 @@ class PageRequest:
 
 @dataclass(frozen=True)
 class Overview:
-    """What the page shows beside the functions: the planner's plan and the Mudbase URL."""
+    """What the page shows beside the functions: the planner's plan, the Mudbase URL, and the
+    Unix time at which a 429 pause of every request ends (None: no pause)."""
 
     plan: Plan
     mudbase_url: str
+    paused_until: float | None = None
 
 
-@dataclass(frozen=True)
-class _Row:
-    state: TargetState
-    status: Status
+@dataclass
+class _Ranking:
+    """Every function worst first with its status, how many have each status, and what the
+    ranking holds for: the state's generation and the interval it was worked out for, and the
+    span of time in which no function's status changes on its own (until the next one turns
+    stale)."""
+
+    generation: int
+    interval: float
+    since: float
+    until: float
+    states: list[TargetState]
+    statuses: list[Status]
+    counts: dict[Status, int]
+    _texts: list[str] | None = None  # what the filter searches, made for the first filter
+
+    def holds(self, generation: int, interval: float, now: float) -> bool:
+        return (generation, interval) == (self.generation, self.interval) and (
+            self.since <= now <= self.until
+        )
+
+    def matching(self, q: str) -> Sequence[int]:
+        """The places of the functions whose project/function or name holds `q`
+        (case-insensitive), in order."""
+        needle = q.casefold()
+        if not needle:
+            return range(len(self.states))
+        if self._texts is None:
+            self._texts = [_searchable(state) for state in self.states]
+        return [place for place, text in enumerate(self._texts) if needle in text]
 
 
 def parse_query(query: str) -> PageRequest:
@@ -114,26 +147,39 @@ def _ratio(state: TargetState) -> float | None:
     return state.stats.success_ratio if state.stats else None
 
 
-def _rank(row: _Row) -> tuple[int, int, float, TargetKey]:
-    ratio = _ratio(row.state)
-    failures = row.state.consecutive_failures if row.status is Status.FAILING else 0
-    return (row.status, -failures, _UNKNOWN_RATIO if ratio is None else ratio, row.state.key)
+def _ratio_rank(state: TargetState) -> float:
+    ratio = _ratio(state)
+    return _UNKNOWN_RATIO if ratio is None else ratio
 
 
-def _matches(state: TargetState, needle: str) -> bool:
+def _failing_rank(state: TargetState) -> tuple[int, float]:
+    return -state.consecutive_failures, _ratio_rank(state)
+
+
+def _searchable(state: TargetState) -> str:
     name = state.info.name if state.info else ""
-    return needle in f"{state.key.project}/{state.key.function}\n{name}".casefold()
+    return f"{state.key.project}/{state.key.function}\n{name}".casefold()
 
 
-def worst_first(targets: Iterable[TargetState], now: float, interval: float) -> list[_Row]:
-    """Every function with its status, worst first."""
-    return sorted((_Row(state, status_of(state, now, interval)) for state in targets), key=_rank)
-
-
-def matching(rows: list[_Row], q: str) -> list[_Row]:
-    """The rows whose function matches `q` (case-insensitive), in their order."""
-    needle = q.casefold()
-    return [row for row in rows if _matches(row.state, needle)] if needle else rows
+def _ranking(
+    targets: Iterable[TargetState], generation: int, interval: float, now: float
+) -> _Ranking:
+    """The functions (in the snapshot's order, by project and function) worst first: by
+    status, failing ones by their failures in a row, then by the lowest success ratio. Sorted
+    apart per status with keys that make no new objects: at 50,000 functions a tuple per
+    function (and the garbage collections it set off) cost most of a ranking."""
+    by_status: dict[Status, list[TargetState]] = {status: [] for status in Status}
+    for state in targets:
+        by_status[status_of(state, now, interval)].append(state)
+    by_status[Status.FAILING].sort(key=_failing_rank)  # sorts are stable: ties stay in order
+    for status in (Status.STALE, Status.PENDING, Status.UP):
+        by_status[status].sort(key=_ratio_rank)
+    up = by_status[Status.UP]  # each has a last success; the oldest turns stale first
+    until = min((s.last_success or 0.0 for s in up), default=math.inf) + STALE_INTERVALS * interval
+    states = [state for status in Status for state in by_status[status]]
+    statuses = [status for status in Status for _ in by_status[status]]
+    counts = {status: len(group) for status, group in by_status.items()}
+    return _Ranking(generation, interval, now, until, states, statuses, counts)
 
 
 # -- cells ---------------------------------------------------------------------------------
@@ -197,8 +243,7 @@ def _function(state: TargetState) -> str:
     return cell
 
 
-def _row(row: _Row, now: float) -> str:
-    state, status = row.state, row.status
+def _row(state: TargetState, status: Status, now: float) -> str:
     stats = state.stats
     failures = state.consecutive_failures
     health = status.name.lower()
@@ -229,10 +274,7 @@ def _row(row: _Row, now: float) -> str:
 # -- the page ------------------------------------------------------------------------------
 
 
-def _summary(statuses: Sequence[Status]) -> str:
-    counts = dict.fromkeys(Status, 0)
-    for status in statuses:
-        counts[status] += 1
+def _summary(counts: dict[Status, int]) -> str:
     parts = [
         f"<b>{counts[Status.UP]:,}</b> up",
         f'<b class="{"bad" if counts[Status.FAILING] else ""}">{counts[Status.FAILING]:,}</b> '
@@ -240,7 +282,19 @@ def _summary(statuses: Sequence[Status]) -> str:
         f"<b>{counts[Status.STALE]:,}</b> stale",
         f"<b>{counts[Status.PENDING]:,}</b> not polled yet",
     ]
-    return f"{len(statuses):,} functions: " + ", ".join(parts) + "."
+    return f"{sum(counts.values()):,} functions: " + ", ".join(parts) + "."
+
+
+def _pause(paused_until: float | None, now: float) -> str:
+    """The 429 pause every request shares, if one is on: once, for the whole page."""
+    if paused_until is None or paused_until <= now:
+        return ""
+    moment = datetime.fromtimestamp(paused_until, UTC).strftime("%H:%M:%S")
+    left = math.ceil(paused_until - now)
+    return (
+        '<p id="paused" class="bad">Mudbase rate-limited the exporter: every request paused '
+        f"until {moment} UTC ({left} s left)</p>\n"
+    )
 
 
 def _budget(plan: Plan) -> str:
@@ -301,20 +355,39 @@ _COLUMNS = (
 )
 
 
-def render_landing_page(
-    targets: Mapping[TargetKey, TargetState],
-    query: str,
-    overview: Overview,
-    now: float | None = None,
-) -> bytes:
-    """The page for this query string; QueryError if it is not valid."""
-    request = parse_query(query)
-    now = time.time() if now is None else now
+class StatusPage:
+    """The status page of a state store. Its ranking of every function is kept while it holds
+    (see `_Ranking`): a view ranks nothing then, it renders its rows."""
+
+    def __init__(self, state: StateStore) -> None:
+        self._state = state
+        self._lock = threading.Lock()  # concurrent views of a new state rank it once
+        self._ranking: _Ranking | None = None
+
+    def render(self, query: str, overview: Overview, now: float | None = None) -> bytes:
+        """The page for this query string; QueryError if it is not valid."""
+        request = parse_query(query)
+        now = time.time() if now is None else now
+        return _page(request, self._ranked(overview.plan.interval, now), overview, now)
+
+    def _ranked(self, interval: float, now: float) -> _Ranking:
+        generation = self._state.generation  # read before the snapshot: never newer than it
+        ranking = self._ranking
+        if ranking is not None and ranking.holds(generation, interval, now):
+            return ranking
+        with self._lock:
+            ranking = self._ranking
+            if ranking is None or not ranking.holds(generation, interval, now):
+                targets = self._state.snapshot().values()
+                ranking = self._ranking = _ranking(targets, generation, interval, now)
+            return ranking
+
+
+def _page(request: PageRequest, ranking: _Ranking, overview: Overview, now: float) -> bytes:
     plan = overview.plan
-    everything = worst_first(targets.values(), now, plan.interval)
-    rows = matching(everything, request.q)  # statuses and order worked out once
+    rows = ranking.matching(request.q)
     shown = rows[(request.page - 1) * PAGE_SIZE : request.page * PAGE_SIZE]
-    body = "\n".join(_row(row, now) for row in shown)
+    body = "\n".join(_row(ranking.states[i], ranking.statuses[i], now) for i in shown)
     head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
     html = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -323,7 +396,7 @@ def render_landing_page(
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Mudbase Exporter</title><style>{_STYLE}</style></head>
 <body><h1>Mudbase Exporter</h1>
-<p id="summary">{_summary([row.status for row in everything])}</p>
+{_pause(overview.paused_until, now)}<p id="summary">{_summary(ranking.counts)}</p>
 <p id="budget">{_budget(plan)}</p>
 <p class="muted">Version {escape(__version__)} on Python {escape(platform.python_version())};
 Mudbase at <code>{escape(public_url(overview.mudbase_url))}</code>. This page reloads every
@@ -333,7 +406,7 @@ Mudbase at <code>{escape(public_url(overview.mudbase_url))}</code>. This page re
 <form method="get" action="/"><input name="q" value="{escape(request.q)}" size="40"
 maxlength="{MAX_FILTER_CHARS}" placeholder="filter by project or function">
 <button type="submit">Filter</button></form>
-{_pager(request, len(shown), len(rows), len(everything))}
+{_pager(request, len(shown), len(rows), len(ranking.states))}
 <table><thead><tr>{head}</tr></thead>
 <tbody>
 {body}

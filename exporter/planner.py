@@ -22,7 +22,9 @@ budget is decided here, and nowhere else:
 - **429s.** A Retry-After pauses every request, those already waiting included (the limit is
   per IP); after it one request goes at once and the others at the budget's pace, not in a
   burst. A 429 without one pauses every request for 2 s, doubling with each further episode
-  (at most 60 s), until a request sent after the pause is answered.
+  (at most 60 s), until a request sent after the pause is answered. A required request whose
+  poll would end before the pause does is refused at once (`RefusedByPause`): that is the
+  pause's doing, not its function's error. The status page shows when the pause ends.
 - **Projection.** `--config.check` prints a plan made by the same function from the config.
 
 The planner outlives reloads: the bucket's level, a pause and its backoff carry over.
@@ -32,6 +34,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -75,6 +78,22 @@ PRIORITY = {kind: rank for rank, kind in enumerate(RequestKind)}
 
 class RequestSkipped(Exception):
     """An optional request that could not go out before its deadline."""
+
+
+class RefusedByPause(PollError):
+    """A required request refused because a 429 pause, which every request shares (Mudbase
+    limits per client IP), outlasts its poll: the poll fails, but not by its function's own
+    error. Retrying it is pointless: the pause outlasts the poll."""
+
+    def __init__(self, seconds_left: float) -> None:
+        super().__init__(
+            Reason.RATE_LIMITED,
+            f"every request paused for {seconds_left:.0f}s by a 429 from Mudbase",
+        )
+
+    @property
+    def retryable(self) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -214,6 +233,7 @@ class _PriorityBucket:
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self.paused_until = 0.0
+        self.pause_ends_at = 0.0  # the same moment in Unix time, for other threads to read
         self._unhinted_in_a_row = 0
         self.configure(per_window, slots)
 
@@ -312,6 +332,7 @@ class _PriorityBucket:
             return
         self._metrics.rate_limit_paused.inc(until - max(now, self.paused_until))
         self.paused_until = until
+        self.pause_ends_at = time.time() + seconds
         # when the pause ends one request may go at once; the others follow at the budget's
         # pace, not in a burst of a full bucket
         self._refill(now)
@@ -342,10 +363,7 @@ class _PriorityBucket:
         self._metrics.requests_skipped.labels(kind.value).inc()
         if kind is RequestKind.LOGS:
             return RequestSkipped()
-        wait = self.paused_until - now
-        return PollError(
-            Reason.RATE_LIMITED, f"every request paused for {wait:.0f}s by a 429 from Mudbase"
-        )
+        return RefusedByPause(self.paused_until - now)
 
 
 class RequestPlanner:
@@ -510,6 +528,12 @@ class RequestPlanner:
     def paused_for(self) -> float:
         """Seconds until requests may go again (0 when not paused)."""
         return max(0.0, self._bucket.paused_until - asyncio.get_running_loop().time())
+
+    def pause_end(self) -> float | None:
+        """The Unix time at which the current 429 pause ends; None when there is none. Any
+        thread may ask (the status page does)."""
+        ends_at = self._bucket.pause_ends_at
+        return ends_at if ends_at > time.time() else None
 
 
 def shard_budget(request_budget: float, total_shards: int) -> float:

@@ -19,7 +19,13 @@ from exporter.config import ID_PATTERN
 from exporter.errors import PollError, Reason
 from exporter.executions import PAGE_SIZE, ExecutionTotals, page_limit
 from exporter.logs import get_logger
-from exporter.planner import POLL_DEADLINE, RequestKind, RequestPlanner, RequestSkipped
+from exporter.planner import (
+    POLL_DEADLINE,
+    RefusedByPause,
+    RequestKind,
+    RequestPlanner,
+    RequestSkipped,
+)
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore, TargetState
 from exporter.supervision import Loop
@@ -153,6 +159,8 @@ class Poller:
             async with asyncio.timeout(self._start_deadline()) as deadline:
                 summaries = await self._list(project, deadline, begun)
             self._publish(selector, summaries)
+        except RefusedByPause as err:
+            self._project_failed(project, err.reason, err.detail, own_error=False)
         except PollError as err:
             self._project_failed(project, err.reason, err.detail)
         except TimeoutError:
@@ -303,8 +311,11 @@ class Poller:
         except Exception as err:  # a bug: reported, the next round tries again
             self._metrics.loop_errors.caught(Loop.LOGS, err, target=str(key))
 
-    def _project_failed(self, project: str, reason: Reason, detail: str) -> None:
-        """A failed listing: one error and one log line, every known function of it down."""
+    def _project_failed(
+        self, project: str, reason: Reason, detail: str, *, own_error: bool = True
+    ) -> None:
+        """A failed listing: one error and one log line, every known function of it down (with
+        the listing's error as theirs, unless it was refused by a shared 429 pause)."""
         self._state.project_attempted(project)
         self._metrics.poll_errors.labels(reason.value).inc()
         previous = self._failing_projects.get(project)
@@ -321,7 +332,7 @@ class Poller:
         else:
             log.debug("listing still failing", project=project, reason=reason.value)
         for key in keys:
-            self._record_failure(key, reason, detail)
+            self._record_failure(key, reason, detail, own_error)
 
     def _project_recovered(self, project: str) -> None:
         if self._failing_projects.pop(project, None) is not None:
@@ -334,6 +345,8 @@ class Poller:
                 stats, executions = await self._logs(
                     key, self._executions_of(key), self._execution_pages, None, RequestKind.POLL
                 )
+        except RefusedByPause as err:
+            self._failed(key, err.reason, err.detail, own_error=False)
         except PollError as err:
             self._failed(key, err.reason, err.detail)
         except TimeoutError:
@@ -392,7 +405,9 @@ class Poller:
         else:
             log.debug("poll succeeded", target=str(key))
 
-    def _record_failure(self, key: TargetKey, reason: Reason, detail: str) -> TargetState | None:
+    def _record_failure(
+        self, key: TargetKey, reason: Reason, detail: str, own_error: bool
+    ) -> TargetState | None:
         return self._state.record_failure(
             key,
             reason.value,
@@ -400,11 +415,16 @@ class Poller:
             keep_values_for=max(self._keep_values_for, 3 * self._planner.interval),
             drop_values=reason is Reason.NOT_FOUND,
             detail=detail,
+            own_error=own_error,
         )
 
-    def _failed(self, key: TargetKey, reason: Reason, detail: str) -> None:
+    def _failed(
+        self, key: TargetKey, reason: Reason, detail: str, *, own_error: bool = True
+    ) -> None:
+        """A failed poll: counted, logged, the function down; its last error is this one unless
+        the poll was refused by a shared 429 pause (`own_error=False`)."""
         self._metrics.poll_errors.labels(reason.value).inc()
-        previous = self._record_failure(key, reason, detail)
+        previous = self._record_failure(key, reason, detail, own_error)
         first_failure = previous is None or previous.up is not False
         if first_failure:
             log.warning("poll failed", target=str(key), reason=reason.value, detail=detail)

@@ -1,7 +1,10 @@
 """What the exporter knows about each function: immutable snapshots behind one lock.
 
-The poller writes; the collector and the landing page read a consistent copy. Every write bumps
-`generation`, so the HTTP layer can cache the rendered exposition until something changes.
+The poller writes; the collector and the landing page read a consistent copy. Every write that
+changes something bumps `generation`, so the HTTP layer can cache the rendered exposition until
+something changes; a write that changes nothing (an unchanged listing, a poll whose result is
+the one stored) keeps the very snapshot objects and the generation, so the renderer, which
+knows an unchanged function by its object, redoes nothing.
 """
 
 import threading
@@ -64,6 +67,15 @@ class StateStore:
         for listener in self._listeners:
             listener()
 
+    def _store(self, updated: TargetState) -> bool:
+        """Put `updated` in place of its function's snapshot, unless it equals it (the stored
+        object is kept then); True if it changed. The caller bumps once for its writes."""
+        current = self._targets.get(updated.key)
+        if current == updated:
+            return False
+        self._targets[updated.key] = updated
+        return True
+
     def set_targets(
         self,
         targets: Iterable[TargetKey] | Mapping[TargetKey, FunctionSettings],
@@ -104,13 +116,18 @@ class StateStore:
                 if self._absent[key] >= ABSENT_LISTINGS_TO_REMOVE:
                     del self._targets[key], self._absent[key]
                     gone.append(key)
+            added = changed = False
             for key, (settings, info) in found.items():
                 self._absent.pop(key, None)
-                current = self._targets.get(key) or TargetState(key)
-                self._targets[key] = replace(current, settings=settings, info=info)
-            self._targets = dict(sorted(self._targets.items()))
+                current = self._targets.get(key)
+                added = added or current is None
+                updated = replace(current or TargetState(key), settings=settings, info=info)
+                changed = self._store(updated) or changed
+            if added:
+                self._targets = dict(sorted(self._targets.items()))
             self._projects_listed.add(project)
-            self._bump()
+            if changed or gone:
+                self._bump()
             return gone
 
     def remove_discovered(self, key: TargetKey) -> bool:
@@ -151,7 +168,7 @@ class StateStore:
             current = self._targets.get(key)
             if current is None:  # removed from the config while its poll was running
                 return
-            self._targets[key] = replace(
+            updated = replace(
                 current,
                 stats=stats,
                 up=True,
@@ -159,7 +176,8 @@ class StateStore:
                 consecutive_failures=0,
                 executions=executions or current.executions,
             )
-            self._bump()
+            if self._store(updated):
+                self._bump()
 
     def record_executions(
         self, key: TargetKey, executions: ExecutionTotals, replacing: ExecutionTotals | None
@@ -171,8 +189,8 @@ class StateStore:
             current = self._targets.get(key)
             if current is None or current.executions is not replacing:
                 return False
-            self._targets[key] = replace(current, executions=executions)
-            self._bump()
+            if self._store(replace(current, executions=executions)):
+                self._bump()
             return True
 
     def record_failure(
@@ -184,8 +202,11 @@ class StateStore:
         drop_values: bool,
         *,
         detail: str | None = None,
+        own_error: bool = True,
     ) -> TargetState | None:
-        """Mark a failed poll. Values survive `keep_values_for` seconds, unless `drop_values`."""
+        """Mark a failed poll. Values survive `keep_values_for` seconds, unless `drop_values`.
+        A failure that is not the function's own (`own_error=False`: its poll was refused by a
+        429 pause every request shares) leaves its last error as it was."""
         with self._lock:
             current = self._targets.get(key)
             if current is None:
@@ -195,11 +216,12 @@ class StateStore:
                 current,
                 stats=None if drop_values or expired else current.stats,
                 up=False,
-                last_error_reason=reason,
-                last_error_time=now,
-                last_error_detail=detail,
                 consecutive_failures=current.consecutive_failures + 1,
             )
+            if own_error:
+                updated = replace(
+                    updated, last_error_reason=reason, last_error_time=now, last_error_detail=detail
+                )
             self._targets[key] = updated
             self._bump()
             return current

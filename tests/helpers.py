@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import zlib
@@ -17,13 +18,29 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+if TYPE_CHECKING:
+    from exporter.app import Exporter
+
 SIM_TOKEN = "sim-token-5f2b9c1e7d"
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeTime:
+    """Stands in for the `time` module of a module under test: a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
 
 
 def free_port() -> int:
@@ -348,3 +365,24 @@ def deny_reading(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
         return real(self)
 
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
+
+
+@contextmanager
+def serving_exporter(targets: str, interval: str = "5m") -> Iterator["Exporter"]:
+    """An Exporter in this process whose HTTP server answers on loopback, with no poller: the
+    test writes its state. `targets` is the YAML list of the config's targets."""
+    from exporter.app import Exporter  # noqa: PLC0415 - the integration layer never needs it
+    from exporter.config import parse_config  # noqa: PLC0415
+
+    config = f"mudbase: {{url: 'http://127.0.0.1:9', token: t0k3n}}\ninterval: {interval}\n"
+    exporter = Exporter(
+        parse_config(f"{config}targets: {targets}\n", "(test)", {}), ("127.0.0.1", 0)
+    )
+    thread = threading.Thread(target=exporter.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield exporter
+    finally:
+        exporter.server.shutdown()
+        exporter.server.server_close()
+        thread.join()

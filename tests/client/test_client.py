@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from exporter.auth import Credential, FileToken, StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
 from exporter.errors import PollError, Reason
-from exporter.planner import UNHINTED_PAUSE, RequestPlanner
+from exporter.planner import POLL_DEADLINE, UNHINTED_PAUSE, RequestPlanner
 from exporter.selfmetrics import ExporterMetrics
 from exporter.upstream import FunctionStats
 
@@ -531,3 +531,35 @@ async def test_a_429_without_retry_after_pauses_everyone_longer_while_it_repeats
     # the third request was let go when the pause ended and answered (the fourth followed at
     # the budget's pace, 1/111 s): the backoff starts over
     assert gaps[2:] == [pytest.approx(900 / 100_000), UNHINTED_PAUSE]
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_retry_refused_by_a_pause_fails_with_the_functions_own_answer() -> None:
+    """A 500; meanwhile another request's 429 pauses every request past this poll's deadline:
+    the poll fails with its own 500 at once, not with the pause nor retried into it."""
+    planner = roomy_planner()
+    POLL_DEADLINE.set(asyncio.get_running_loop().time() + 48)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        planner.rate_limited(120.0)
+        return httpx.Response(500, json={"error": "boom"})
+
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).mock(side_effect=answer)
+            sleep = FakeSleep()
+            client = MudbaseClient(
+                BASE,
+                StaticToken(SecretStr(TOKEN)),
+                http,
+                retry=RETRY,
+                timeout=5,
+                sleep=sleep,
+                planner=planner,
+            )
+            with pytest.raises(PollError) as failed:
+                await client.function_stats(PROJECT, FUNCTION)
+    assert (failed.value.reason, failed.value.status) == (Reason.SERVER_ERROR, 500)
+    assert route.call_count == 1
+    assert len(sleep.delays) <= 1  # at most the backoff before the retry the pause refused

@@ -221,6 +221,11 @@ def test_a_long_retry_after_pauses_every_function_then_all_recover(
     simulator.set_fault(PROJECT, "victim", "rate_limit", retry_after=5, remaining=1)
     try:
         wait_for(lambda: errors(exporter, "rate_limited") > before, 10, "the 429")
+        wait_for(  # the pause is shown once, at the top of the status page, while it lasts
+            lambda: b"Mudbase rate-limited the exporter" in exporter.get("/")[1],
+            4,
+            "the pause on the status page",
+        )
         # during the pause the bystanders are not polled either: they fail as rate_limited
         wait_for(
             lambda: all(exporter.value("mudbase_function_up", PROJECT, n) == 0 for n in BYSTANDERS),

@@ -2,6 +2,7 @@
 
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -9,20 +10,23 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter import landing
 from exporter.exposition import CachedExposition
 from exporter.landing import (
     PAGE_SIZE,
     Overview,
     QueryError,
+    Status,
+    StatusPage,
     parse_query,
-    render_landing_page,
 )
 from exporter.logs import REDACTOR
 from exporter.planner import Demand, make_plan
-from exporter.state import StateStore, TargetKey
+from exporter.state import StateStore, TargetKey, TargetState
 from exporter.targets import FunctionInfo, FunctionSettings
 from exporter.upstream import FunctionStats
 from exporter.web import ExporterHTTPServer
+from tests.helpers import http_get, serving_exporter
 
 NOW = 10_000.0
 PLAN = make_plan(Demand(listed=10), interval=30.0, budget=1600.0)
@@ -31,7 +35,7 @@ HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 
 
 def page(state: StateStore, query: str = "", overview: Overview = OVERVIEW) -> str:
-    return render_landing_page(state.snapshot(), query, overview, now=NOW).decode()
+    return StatusPage(state).render(query, overview, now=NOW).decode()
 
 
 def stats(ratio: float | None, total: int = 100) -> FunctionStats:
@@ -94,14 +98,18 @@ def test_a_row_shows_the_numbers_and_the_last_error_detail() -> None:
     assert '<span class="detail">read timed out</span>' in row
 
 
-def test_error_details_are_redacted_and_cut() -> None:
-    REDACTOR.add("tok-9f8e7d6c5b4a")
+def failed_once(reason: str, detail: str, at: float = NOW) -> StateStore:
+    """A state of one function, p/f, whose poll failed once."""
     state = StateStore()
     key = TargetKey("p", "f")
     state.set_targets([key])
-    detail = "401 for token tok-9f8e7d6c5b4a " + "x" * 1000
-    state.record_failure(key, "auth", NOW, keep_values_for=1, drop_values=False, detail=detail)
-    html = page(state)
+    state.record_failure(key, reason, at, keep_values_for=60, drop_values=False, detail=detail)
+    return state
+
+
+def test_error_details_are_redacted_and_cut() -> None:
+    REDACTOR.add("tok-9f8e7d6c5b4a")
+    html = page(failed_once("auth", "401 for token tok-9f8e7d6c5b4a " + "x" * 1000))
     assert "tok-9f8e7d6c5b4a" not in html
     assert "x" * 250 in html
     assert "x" * 400 not in html
@@ -210,7 +218,7 @@ def server() -> Iterator[str]:
     httpd = ExporterHTTPServer(
         ("127.0.0.1", 0),
         exposition,
-        landing_page=lambda query: render_landing_page(state.snapshot(), query, OVERVIEW),
+        landing_page=lambda query: StatusPage(state).render(query, OVERVIEW),
         ready=lambda: True,
         reload=lambda: None,
     )
@@ -234,3 +242,72 @@ def test_the_server_serves_the_page_and_refuses_bad_queries(server: str) -> None
     assert refused.value.code == 400
     assert refused.value.read() == b"page: a whole number from 1 to 100000\n"
     refused.value.close()
+
+
+@pytest.fixture
+def statuses(monkeypatch: pytest.MonkeyPatch) -> list[tuple[TargetKey, float]]:
+    """Every status the page works out from now on: the function and the time."""
+    worked_out: list[tuple[TargetKey, float]] = []
+    real_status_of = landing.status_of
+
+    def counted(state: TargetState, now: float, interval: float) -> Status:
+        worked_out.append((state.key, now))
+        return real_status_of(state, now, interval)
+
+    monkeypatch.setattr(landing, "status_of", counted)
+    return worked_out
+
+
+def test_views_of_an_unchanged_state_rank_the_functions_once(
+    statuses: list[tuple[TargetKey, float]],
+) -> None:
+    """The page reloads itself every few seconds in every open tab: a view of a state that did
+    not change since the last one renders its rows, and ranks nothing again."""
+    keys = [TargetKey("p", f"f{i:03d}") for i in range(3 * PAGE_SIZE)]
+    with serving_exporter("[{project: p, functions: [f]}]") as exporter:
+        exporter.state.set_targets(keys)
+        for i, key in enumerate(keys):
+            exporter.state.record_success(key, stats(i / len(keys)), time.time())
+        url = f"http://127.0.0.1:{exporter.port}"
+        views = [http_get(f"{url}/{query}") for query in ("", "?page=2", "?q=f1", "")]
+        assert [status for status, _ in views] == [200] * 4
+        assert len(statuses) == len(keys)  # the first view ranked every function, once
+        exporter.state.record_success(keys[0], stats(0.0), time.time())
+        assert rows(http_get(url)[1].decode())[0] == "p/f000"
+        assert len(statuses) == 2 * len(keys)  # a new state: ranked again, once
+
+
+def test_the_ranking_is_kept_until_the_next_function_turns_stale(
+    statuses: list[tuple[TargetKey, float]],
+) -> None:
+    state = StateStore()
+    fresh, older = TargetKey("p", "fresh"), TargetKey("p", "older")
+    state.set_targets([fresh, older])
+    state.record_success(fresh, stats(0.5), NOW)
+    state.record_success(older, stats(0.9), NOW - 60)  # stale 90 s after it: at NOW + 30
+    status_page = StatusPage(state)
+    for now in (NOW, NOW + 10, NOW + 30):
+        html = status_page.render("", OVERVIEW, now=now).decode()
+        assert rows(html) == ["p/fresh", "p/older"]
+        assert "2 functions: <b>2</b> up" in html
+    assert statuses == [(fresh, NOW), (older, NOW)]  # worked out once, at the first view
+    html = status_page.render("", OVERVIEW, now=NOW + 30.5).decode()
+    assert rows(html) == ["p/older", "p/fresh"]
+    assert "<b>1</b> up" in html
+    assert "<b>1</b> stale" in html
+
+
+def test_a_shared_429_pause_shows_once_at_the_top_of_the_page() -> None:
+    state = failed_once("forbidden", "HTTP 403", at=NOW - 9)
+    paused = Overview(PLAN, "https://mudbase.example", paused_until=NOW + 42.5)
+    html = page(state, overview=paused)
+    banner = (
+        "Mudbase rate-limited the exporter: every request paused until 02:47:22 UTC (43 s left)"
+    )
+    assert banner in html
+    assert html.count("Mudbase rate-limited") == 1
+    assert html.index(banner) < html.index('id="summary"')
+    assert "<b>forbidden</b>" in html  # the function's own last error, not the pause
+    over = Overview(PLAN, "https://mudbase.example", paused_until=NOW - 1)
+    assert "Mudbase rate-limited" not in page(state, overview=over)
+    assert "Mudbase rate-limited" not in page(state)

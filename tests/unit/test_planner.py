@@ -5,6 +5,7 @@ real time, and loop times are exact.
 """
 
 import asyncio
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -241,3 +242,15 @@ def test_a_listing_that_shows_a_bigger_project_replans_at_once() -> None:
     assert p.interval == 60
     p.set_targets(0, [])
     assert p.plan.demand.required == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_the_end_of_a_pause_is_told_in_unix_time_for_the_status_page() -> None:
+    p = planner()
+    assert p.pause_end() is None
+    before = time.time()
+    p.rate_limited(30.0)
+    end = p.pause_end()
+    assert end is not None
+    assert before + 30 <= end <= time.time() + 30

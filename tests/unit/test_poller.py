@@ -476,3 +476,40 @@ async def test_a_bug_in_a_listing_or_a_logs_request_is_counted_and_the_next_roun
     await asyncio.gather(*p._background)
     assert len(state.snapshot()) == 2  # the next listing works
     assert metrics.loop_errors._counter.labels("logs")._value.get() == 2  # one per function
+
+
+@pytest.mark.asyncio
+async def test_polls_refused_by_a_shared_429_pause_keep_each_functions_own_last_error() -> None:
+    """Mudbase limits per client IP, so a 429 pauses every request; a poll the pause refuses
+    is down like any failed poll, but its function's last error stays its own."""
+    lister, state = Lister(2), StateStore()
+    metrics = ExporterMetrics(CollectorRegistry())
+    p = poller(lister, state, metrics=metrics, interval=60, logs_for_changes=False)
+    listed = TargetKey("own", "f0")
+    p.apply({listed: FunctionSettings(0.99)}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await p.stop()  # no polls on their own: this test polls when it says
+    await p.poll_project("proj")
+    lister.fail_from_page = 1  # the listing fails on its own: HTTP 503
+    await p.poll_project("proj")
+    lister.logs_answer = PollError(Reason.FORBIDDEN, "HTTP 403")
+    await p.poll_once(listed)
+
+    def last_errors() -> dict[TargetKey, tuple[str | None, str | None, float | None]]:
+        return {
+            key: (target.last_error_reason, target.last_error_detail, target.last_error_time)
+            for key, target in state.snapshot().items()
+        }
+
+    own = last_errors()
+    assert [error[:2] for error in own.values()] == [
+        ("forbidden", "HTTP 403"),
+        ("server_error", "HTTP 503"),
+        ("server_error", "HTTP 503"),
+    ]
+    assert lister.planner is not None
+    lister.planner.rate_limited(120.0)  # another request's 429: past each poll's deadline
+    await p.poll_once(listed)
+    await p.poll_project("proj")
+    assert last_errors() == own
+    assert [(t.up, t.consecutive_failures) for t in state.snapshot().values()] == [(False, 2)] * 3
+    assert metrics.poll_errors.labels("rate_limited")._value.get() == 2  # counted as before

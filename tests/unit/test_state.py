@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 from exporter.executions import ExecutionTotals
 from exporter.selfmetrics import RequestWindow
 from exporter.state import StateStore, TargetKey
+from exporter.targets import FunctionInfo, FunctionSettings
 from exporter.upstream import Execution, FunctionStats
 
 A = TargetKey("p", "a")
@@ -90,3 +91,30 @@ def test_a_late_logs_answer_never_overwrites_newer_execution_counts() -> None:
     current = state.get(key)
     assert current is not None
     assert current.executions is seven
+
+
+def test_a_listing_or_a_poll_that_changes_nothing_changes_nothing() -> None:
+    """An unchanged listing keeps every function's snapshot (the renderer knows an unchanged
+    function by its very object) and does not move the generation; so does a poll whose
+    result is the one stored, and a changed function replaces its own snapshot only."""
+    settings = FunctionSettings(slo_objective=0.99)
+    found = {
+        TargetKey("p", name): (settings, FunctionInfo(f"fn {name}", "http", True)) for name in "abc"
+    }
+    state = StateStore()
+    state.set_targets({}, discovered_projects=["p"])
+    state.sync_project("p", found)
+    for key in found:
+        state.record_success(key, FunctionStats(total_executions=1), now=5.0)
+    before, generation = state.snapshot(), state.generation
+
+    state.sync_project("p", dict(found))  # the same listing again
+    state.record_success(TargetKey("p", "a"), FunctionStats(total_executions=1), now=5.0)
+    assert state.generation == generation
+    assert all(state.snapshot()[key] is before[key] for key in found)
+
+    renamed = {**found, TargetKey("p", "b"): (settings, FunctionInfo("renamed", "http", True))}
+    state.sync_project("p", renamed)
+    assert state.generation == generation + 1
+    after = state.snapshot()
+    assert [after[key] is before[key] for key in found] == [True, False, True]

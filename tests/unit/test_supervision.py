@@ -10,10 +10,14 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter import exposition as exposition_module
 from exporter.exposition import CachedExposition
 from exporter.selfmetrics import ExporterMetrics
 from exporter.supervision import Health
+from exporter.targets import TargetKey
+from exporter.upstream import FunctionStats
 from exporter.web import ExporterHTTPServer, start_http_server
+from tests.helpers import FakeTime, http_get, serving_exporter
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -102,3 +106,33 @@ async def test_an_event_loop_that_stops_ticking_is_unhealthy() -> None:
     await asyncio.sleep(31)
     # the last tick was at 99 s (the one due at 100 s never came)
     assert health.problems() == ["the event loop has not ticked for 32 s"]
+
+
+def test_an_idle_exporter_stays_healthy_after_a_readiness_probe_and_a_real_lag_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first /-/ready that finds every function polled once made /-/healthy fail 60 s
+    later, however idle the exporter (a liveness probe then restarts it): only a change of
+    the state that /metrics does not show may make it unhealthy."""
+    clock = FakeTime()
+    monkeypatch.setattr(exposition_module, "time", clock)
+    with serving_exporter("[{project: p, functions: [f]}]") as exporter:
+        url = f"http://127.0.0.1:{exporter.port}"
+        key = TargetKey("p", "f")
+        exporter.state.set_targets([key])
+        exporter.state.record_success(key, FunctionStats(total_executions=1), now=1.0)
+        exporter.exposition.body()  # the renderer shows the change
+        assert http_get(f"{url}/-/ready") == (200, b"Ready\n")
+        for _ in range(5):  # five idle minutes: nothing changes, nothing to show
+            clock.now += 60
+            assert http_get(f"{url}/-/healthy") == (200, b"Healthy\n")
+
+        exporter.state.record_success(key, FunctionStats(total_executions=2), now=2.0)
+        clock.now += 61  # a real change that /metrics has not shown for 61 s
+        status, body = http_get(f"{url}/-/healthy")
+        assert (status, body.decode()) == (
+            503,
+            "Unhealthy: /metrics has not shown the state's changes for 61 s\n",
+        )
+        exporter.exposition.body()
+        assert http_get(f"{url}/-/healthy") == (200, b"Healthy\n")
