@@ -385,6 +385,7 @@ def measure(
     args: argparse.Namespace, base: str, pid: int, functions: list[Function]
 ) -> dict[str, Any]:
     durations: dict[str, dict[str, float]] = {}  # group -> last evaluation -> seconds
+    rule_times: dict[str, list[float]] = {}  # rule -> its evaluation times seen
     intervals: dict[str, float] = {}
     peak_rss = 0.0
     paged: dict[str, float] = {}  # live incident function -> when its page was first seen
@@ -400,6 +401,8 @@ def measure(
             durations.setdefault(group["name"], {})[group["lastEvaluation"]] = group[
                 "evaluationTime"
             ]
+            for rule in group["rules"]:
+                rule_times.setdefault(rule["name"], []).append(rule["evaluationTime"])
         peak_rss = max(peak_rss, rss_mb(pid))
         time.sleep(5)
 
@@ -437,7 +440,9 @@ def measure(
             "peak_rss_mb": peak_rss, "recorded_series_per_function": series / len(functions),
             "incidents": len(incidents), "incidents_missing_a_page": missing,
             "other_functions_alerting": noisy,
-            "time_to_page": page}  # fmt: skip
+            "time_to_page": page,
+            "slowest_rules": sorted(((statistics.median(times), name) for name, times in
+                                     rule_times.items()), reverse=True)[:6]}  # fmt: skip
 
 
 def continuous_time_to_page(f: Function) -> float:
@@ -482,6 +487,8 @@ def table(result: dict[str, Any]) -> str:
         f"continuous 1h and 5m windows with the 2m `for`: {page['continuous_windows_s']:.0f} s "
         f"(bound: that plus one evaluation interval and one scrape: {page['bound_s']:.0f} s)."
     )
+    slowest = ", ".join(f"{name} {seconds:.3f} s" for seconds, name in result["slowest_rules"])
+    rows.append(f"Slowest rules (median evaluation): {slowest}.")
     rows.append(
         f"Incident functions: {result['incidents']}, missing a page: "
         f"{len(result['incidents_missing_a_page'])}; other functions with any alert: "

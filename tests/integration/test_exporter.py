@@ -126,7 +126,8 @@ def test_rate_limited_answer_is_retried_after_retry_after_and_served(
 ) -> None:
     simulator.put_function("limited", "fn", initial_executions=77, rate_per_minute=0)
     simulator.set_fault("limited", "fn", "rate_limit", retry_after=2, remaining=1)
-    config = write_config(tmp_path, simulator.url, {"limited": ["fn"]}, interval="5s")
+    # an interval far longer than the test, so that the one poll is the only one
+    config = write_config(tmp_path, simulator.url, {"limited": ["fn"]}, interval="60s")
     with run_exporter(config) as exporter:
         samples = exporter.metrics()
     assert samples[("mudbase_function_up", fn_labels("limited", "fn"))] == 1
