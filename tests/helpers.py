@@ -223,6 +223,21 @@ class ExporterProcess:
     def metrics(self) -> Samples:
         return parse_metrics(self.metrics_text())
 
+    def wait_metrics(
+        self, predicate: Callable[[Samples], bool], what: str, timeout: float = 15.0
+    ) -> Samples:
+        """The first scrape whose samples satisfy `predicate`. The self-metrics in a scrape can
+        be up to a second and a half older than its per-function part (they are collected once
+        a second): a test reading a self-metric after a per-function change waits for it."""
+        seen: list[Samples] = []
+
+        def satisfied() -> bool:
+            seen.append(self.metrics())
+            return predicate(seen[-1])
+
+        wait_for(satisfied, timeout, what)
+        return seen[-1]
+
     def value(self, name: str, project: str, function: str) -> float | None:
         return self.metrics().get((name, fn_labels(project, function)))
 
