@@ -36,6 +36,11 @@ class FramingError(ValueError):
     """A request whose body cannot be delimited safely: answered with a 400, then closed."""
 
 
+class UnsupportedTransferCoding(FramingError):
+    """A Transfer-Encoding other than one `chunked`: answered with a 501 (as Go's net/http
+    does), then closed."""
+
+
 class BodyTooLarge(ValueError):
     """A request body longer than the server takes: answered with a 413, then closed."""
 
@@ -46,16 +51,17 @@ class BodyTooLarge(ValueError):
 def body_length(headers: Message) -> int | None:
     """The body's length from Content-Length (0 without one), or None for a chunked body.
 
-    FramingError as Go's net/http refuses a request: Transfer-Encoding with Content-Length, a
-    Transfer-Encoding other than one `chunked`, or a Content-Length that is not one decimal
-    number (repeated only with the same value)."""
+    FramingError for Transfer-Encoding with Content-Length (which RFC 9112 calls a likely
+    smuggling attempt), or a Content-Length that is not one decimal number (repeated only with
+    the same value); UnsupportedTransferCoding for a Transfer-Encoding other than one
+    `chunked`, as Go's net/http refuses it."""
     codings = headers.get_all("Transfer-Encoding") or []
     lengths = headers.get_all("Content-Length") or []
     if codings:
         if lengths:
             raise FramingError("both Transfer-Encoding and Content-Length")
         if len(codings) != 1 or codings[0].strip().lower() != "chunked":
-            raise FramingError("unsupported Transfer-Encoding")
+            raise UnsupportedTransferCoding("unsupported Transfer-Encoding")
         return None
     if not lengths:
         return 0

@@ -26,6 +26,7 @@ from exporter.httpwire import (
     BodyTooLarge,
     Connection,
     FramingError,
+    UnsupportedTransferCoding,
     accepts_gzip,
     body_length,
     read_body,
@@ -264,7 +265,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def parse_request(self) -> bool:
         """The request line and headers, then the whole body within the body deadline: a body
-        that cannot be framed safely is a 400, one too large a 413; both close the connection."""
+        that cannot be framed safely is a 400 (a transfer coding other than chunked a 501), one
+        too large a 413; each closes the connection."""
         if not super().parse_request():
             return False
         if len(self.requestline.split()) != 3:  # HTTP/0.9's "GET /path": no headers, no status
@@ -274,6 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
             length = body_length(self.headers)
             self.wire.read_by = time.monotonic() + self.server.limits.body_timeout
             read_body(self.reader, length, MAX_REQUEST_BODY)  # no route reads a body
+        except UnsupportedTransferCoding as err:
+            return self._refuse(HTTPStatus.NOT_IMPLEMENTED, str(err))
         except FramingError as err:
             return self._refuse(HTTPStatus.BAD_REQUEST, str(err))
         except BodyTooLarge:
