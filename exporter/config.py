@@ -158,8 +158,15 @@ class MudbaseSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        shown = _USER_INFO.sub(r"\1", value)  # a password in it stays out of the errors
         if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
-            raise ValueError(f"invalid URL {value!r}: use http:// or https:// and a host")
+            raise ValueError(f"invalid URL {shown!r}: use http:// or https:// and a host")
+        try:
+            urlsplit(value).port  # noqa: B018  (raises for a port that is not 0 to 65535)
+        except ValueError:
+            raise ValueError(
+                f"invalid URL {shown!r}: the port is not a number from 0 to 65535"
+            ) from None
         return value.rstrip("/")
 
     @field_validator("token_file", "password_file", "api_key_file")
@@ -171,6 +178,10 @@ class MudbaseSettings(_Strict):
             except FileReadError as err:
                 raise ValueError(str(err)) from None
         return value
+
+
+# up to the last "@": the user info of a URL too malformed to split
+_USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", re.DOTALL)
 
 
 def public_url(url: str) -> str:

@@ -162,6 +162,38 @@ def test_inline_token_wins_and_never_shows_in_repr() -> None:
         assert "inline-secret-987" not in text
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (
+            "ftp://ops:pw-123@host/x",
+            "invalid URL 'ftp://host/x': use http:// or https:// and a host",
+        ),
+        (
+            "http://ops:pw-123@ho st/",
+            "invalid URL 'http://ho st/': use http:// or https:// and a host",
+        ),
+        ("ops:pw-123@host", "invalid URL 'host': use http:// or https:// and a host"),
+        (
+            "http://ops:pw-123@host:-1",
+            "invalid URL 'http://host:-1': the port is not a number from 0 to 65535",
+        ),
+        (
+            "https://ops:pw-123@host:99999/api",
+            "invalid URL 'https://host:99999/api': the port is not a number from 0 to 65535",
+        ),
+    ],
+)
+def test_an_invalid_url_is_one_line_without_its_user_info(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            f"mudbase: {{url: '{url}', token: t}}\ntargets: [{{project: p, functions: [f]}}]",
+            "x.yml",
+            NO_ENV,
+        )
+    assert caught.value.problems == [f"mudbase.url: {problem}"]
+
+
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.yml", env=NO_ENV)
