@@ -429,7 +429,7 @@ async def _cpu_per_answer(
     exporter's client parsing it and counting every execution in it as new (the worst case)."""
     logs = client.logs_url("p000", "f00001")
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    placed = ExecutionTotals.start([], 0)
+    placed = ExecutionTotals(placed=False).place([], 0)
 
     async def bare() -> None:
         response = await http.get(logs, params={"limit": str(limit)}, headers=headers)
@@ -437,7 +437,7 @@ async def _cpu_per_answer(
 
     async def exporter_poll() -> None:
         page = await client.function_logs("p000", "f00001", limit=limit)
-        placed.advance(placed.new_of(page.executions), page.stats.total_executions)
+        placed.advance(placed.cursor.new_of(page.executions), page.stats.total_executions)
 
     cpu_per_call: dict[str, list[float]] = {"bare_httpx_get": [], "exporter_poll": []}
     for _ in range(5):  # interleaved rounds, CPU time of this process only
@@ -470,13 +470,13 @@ async def _throughput(url: str, concurrency: int) -> dict[str, Any]:
     exporter = Exporter(loaded, ("127.0.0.1", 0))
     runner = asyncio.create_task(exporter.run())
     await asyncio.sleep(0.5)
-    runtime = exporter._runtime
-    assert runtime is not None
+    poller = exporter._poller
+    assert poller is not None
     keys = list(exporter.state.snapshot())
     rates = []
     for _ in range(3):
         started = time.perf_counter()
-        await asyncio.gather(*(runtime.poller.poll_once(keys[i % len(keys)]) for i in range(3000)))
+        await asyncio.gather(*(poller.poll_once(keys[i % len(keys)]) for i in range(3000)))
         rates.append(3000 / (time.perf_counter() - started))
     exporter.request_stop()
     await runner
