@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
 from exporter.errors import PollError, Reason
-from exporter.session import LOGINS_PER_WINDOW, Session
+from exporter.session import LOGIN_BACKOFF, LOGINS_PER_WINDOW, Session
 from exporter.supervision import LoopErrors
 
 BASE = "https://mudbase.test"
@@ -239,3 +239,20 @@ async def test_a_bug_in_the_renewal_timer_is_counted_and_renewal_goes_on() -> No
     assert counter.labels("auth")._value.get() == 1
     assert refresh.call_count == 2  # tried again 5 s later, and renewed
     assert auth.expiry() == pytest.approx(75 + 100)
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_the_login_backoff_runs_on_the_event_loops_monotonic_clock() -> None:
+    """The wall clock stands still here, as it would for as long as a step backwards: a
+    failed login is tried again once LOGIN_BACKOFF has passed on the event loop's clock."""
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        login = router.post(f"{BASE}/api/auth/login").mock(
+            side_effect=[httpx.Response(503, json={}), issued(1)]
+        )
+        auth = session(http, Clock())
+        with pytest.raises(PollError):
+            await auth.headers()
+        await asyncio.sleep(LOGIN_BACKOFF + 1)
+        assert await auth.headers() == {"Authorization": "Bearer tok-1"}
+        assert login.call_count == 2

