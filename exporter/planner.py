@@ -132,6 +132,11 @@ def refill_rate(budget: float, interval: float) -> float:
     return (budget - bucket_size(budget, interval)) / MUDBASE_WINDOW
 
 
+def pace_of(budget: float, interval: float) -> float:
+    """Seconds per request at the rate the bucket fills: what every round is paid at."""
+    return 1 / refill_rate(budget, interval)
+
+
 @dataclass(frozen=True)
 class ProjectSize:
     """A discovered project's cost: list pages per round, and the functions selected from it
@@ -195,8 +200,7 @@ class Plan:
 
     @property
     def pace(self) -> float:
-        """Seconds per request at the rate the bucket fills."""
-        return 1 / refill_rate(self.budget, self.configured_interval)
+        return pace_of(self.budget, self.configured_interval)
 
     @property
     def stretched(self) -> bool:
@@ -260,7 +264,7 @@ def make_plan(
 ) -> Plan:
     """The round for this demand: the interval stretched if it must be, and what is left."""
     conditions = conditions or Conditions()
-    pace = 1 / refill_rate(budget, interval)
+    pace = pace_of(budget, interval)
     required = demand.required * conditions.cost
     biggest = demand.biggest_listing * conditions.cost
     effective = max(
