@@ -848,7 +848,7 @@ def measure_edges(args: argparse.Namespace) -> dict[str, Any]:
         simulator.communicate(timeout=10)
     log = config.with_suffix(".log").read_text()
     production_15m = scale.seconds(900)
-    counted = (time.monotonic() - counted_from) if first_round is not None else 1.0
+    counted = time.monotonic() - counted_from  # from the first round's end, else the start
     return {
         "source": args.source,
         "time_scale": scale.factor,
