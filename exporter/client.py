@@ -2,8 +2,8 @@
 
 Retries (tenacity) cover connection errors, timeouts, 5xx and 429, with exponential backoff and
 jitter, and honour Retry-After up to a cap. 400/401/403/404 are never retried. No retry is
-scheduled to start later than a tenth of the interval before the deadline of the poll it
-belongs to (`POLL_DEADLINE`). Every request, retries
+scheduled to start, nor waits for its turn, later than a tenth of the interval before the
+deadline of the poll it belongs to (`POLL_DEADLINE`). Every request, retries
 included, asks the planner for its turn and tells it whether it is a re-send. A retry that the
 planner refuses because a 429 pause outlasts the call ends it with the failure Mudbase
 answered before, its own.
@@ -34,7 +34,13 @@ from tenacity.stop import stop_base
 from exporter.auth import Credential
 from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
-from exporter.planner import POLL_DEADLINE, RefusedByPause, RequestKind, RequestPlanner
+from exporter.planner import (
+    POLL_DEADLINE,
+    NoTurnInTime,
+    RefusedByPause,
+    RequestKind,
+    RequestPlanner,
+)
 from exporter.upstream import (
     LIST_PAGE_SIZE,
     FunctionPage,
@@ -141,13 +147,14 @@ class MudbaseClient:
             try:
                 return await call(True)
             except PollError as error:
-                if not isinstance(error, RefusedByPause):
+                if not isinstance(error, RefusedByPause | NoTurnInTime):
                     answered = error
                 raise
 
         try:
             return await self._retry_loop(attempt)
-        except RefusedByPause:  # a retry the shared pause refused: the poll failed by its own
+        except (RefusedByPause, NoTurnInTime):  # a retry the shared pause refused, or that
+            # found no turn in time: the poll failed by its own answer
             raise answered from None
 
     async def _retry_loop(self, call: Callable[[], Awaitable[bytes]]) -> bytes:

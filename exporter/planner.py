@@ -118,6 +118,19 @@ class RefusedByPause(PollError):
         return False
 
 
+class NoTurnInTime(PollError):
+    """A re-send (a retry) that could not get its turn before the last moment a retry may
+    start (a tenth of the interval before its poll's deadline): the poll fails with the
+    answer Mudbase gave before, not as a timeout of its own making."""
+
+    def __init__(self) -> None:
+        super().__init__(Reason.TIMEOUT, "no turn for a retry before the poll's deadline")
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
 def bucket_size(budget: float, interval: float) -> float:
     """Tokens the bucket holds: ten seconds of the budget, or a sixth of a shorter interval
     (so that a test running time faster keeps the same share of a round); at least two, at
@@ -326,8 +339,11 @@ class _PriorityBucket:
         if self._level is not None:
             self._level = min(self._level, self._capacity)
 
-    async def acquire(self, kind: RequestKind, deadline: float | None) -> float:
-        """Wait for this request's turn; the loop time it was let go."""
+    async def acquire(
+        self, kind: RequestKind, deadline: float | None, *, resend: bool = False
+    ) -> float:
+        """Wait for this request's turn; the loop time it was let go. An optional request or a
+        re-send gives up at `deadline`."""
         loop = asyncio.get_running_loop()
         if deadline is not None and self.paused_until > deadline:
             raise self._refusal(kind, loop.time())
@@ -342,13 +358,15 @@ class _PriorityBucket:
         heapq.heappush(self._queue, waiter)
         self._dispatch()
         try:
-            if kind is RequestKind.LOGS and deadline is not None:
+            if (kind is RequestKind.LOGS or resend) and deadline is not None:
                 async with asyncio.timeout_at(deadline):
                     granted = await waiter.granted
             else:
                 granted = await waiter.granted
         except TimeoutError:
             self._give_back(waiter)
+            if resend:
+                raise NoTurnInTime from None
             self._metrics.requests_skipped.labels(kind.value).inc()
             raise RequestSkipped from None
         except BaseException:
@@ -646,12 +664,13 @@ class RequestPlanner:
         """Wait for a request's turn (by priority, then its poll's deadline, within the
         budget and the concurrency, never during a pause); yields the loop time it was let
         go, its send time. `resend`: a retry, or a second try after a 401. An optional request
-        not let go a tenth of the interval before its poll's deadline is skipped; a login or
-        refresh waits whatever the poll that needed it."""
+        not let go a tenth of the interval before its poll's deadline is skipped, a re-send
+        then gives up (`NoTurnInTime`); a login or refresh waits whatever the poll that needed
+        it."""
         deadline = None if kind is RequestKind.AUTH else POLL_DEADLINE.get()
-        if kind is RequestKind.LOGS and deadline is not None:  # time left to be answered
+        if (kind is RequestKind.LOGS or resend) and deadline is not None:  # time to be answered
             deadline -= self.deadline_margin
-        sent_at = await self._bucket.acquire(kind, deadline)
+        sent_at = await self._bucket.acquire(kind, deadline, resend=resend)
         try:
             yield sent_at
         finally:

@@ -24,7 +24,13 @@ from pydantic import SecretStr
 from exporter.auth import Credential, FileToken, StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
 from exporter.errors import PollError, Reason
-from exporter.planner import POLL_DEADLINE, UNHINTED_PAUSE, RequestPlanner, refill_rate
+from exporter.planner import (
+    POLL_DEADLINE,
+    UNHINTED_PAUSE,
+    RequestKind,
+    RequestPlanner,
+    refill_rate,
+)
 from exporter.selfmetrics import ExporterMetrics
 from exporter.upstream import FunctionStats
 
@@ -568,3 +574,27 @@ async def test_a_retry_refused_by_a_pause_fails_with_the_functions_own_answer() 
     assert (failed.value.reason, failed.value.status) == (Reason.SERVER_ERROR, 500)
     assert route.call_count == 1
     assert len(sleep.delays) <= 1  # at most the backoff before the retry the pause refused
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_retry_that_finds_no_turn_in_time_fails_with_the_functions_own_answer() -> None:
+    """A 503 at a full budget: the retry waits for its turn only until the last moment a
+    retry may start (a tenth of the interval before the poll's deadline), then the poll fails
+    with Mudbase's own answer, not as a timeout."""
+    loop = asyncio.get_running_loop()
+    planner = RequestPlanner(92, 60, 8, ExporterMetrics(CollectorRegistry()))  # 0.1 a second
+    async with planner.turn(RequestKind.POLL), planner.turn(RequestKind.POLL):
+        pass  # the bucket of two is empty: the next tokens come at 10 s and 20 s
+    POLL_DEADLINE.set(loop.time() + 21)  # no retry waits for its turn past 15 s
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(503, json={"error": "down"})
+            client = MudbaseClient(
+                BASE, StaticToken(SecretStr(TOKEN)), http, retry=RETRY, timeout=5, planner=planner
+            )
+            with pytest.raises(PollError) as failed:
+                await stats_of(client, PROJECT, FUNCTION)  # its first try takes the 10 s token
+    assert (failed.value.reason, failed.value.status) == (Reason.SERVER_ERROR, 503)
+    assert route.call_count == 1
+    assert loop.time() == pytest.approx(15)  # the retry gave up waiting for the 20 s token
