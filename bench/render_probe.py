@@ -34,7 +34,7 @@ PER_PROJECT = 100  # as bench/scale.py's layout
 def observed() -> ExecutionTotals:
     """Totals with a few executions of each outcome, so every function has a histogram."""
     first = Execution("e0", datetime.fromtimestamp(100, UTC), 0.1, True, "http", "trigger")
-    totals = ExecutionTotals.start([first], 40)
+    totals = ExecutionTotals(placed=False).place([first], 40)
     seen = [
         Execution(f"e{i}", datetime.fromtimestamp(100 + i, UTC), 0.02 * i, i % 3 != 0, "http", "x")
         for i in range(1, 6)

@@ -5,6 +5,8 @@
     .venv/bin/python bench/scale.py scrape --functions 10000 [--big-project 10000] [--source DIR]
     .venv/bin/python bench/scale.py status-page --functions 10000 [--source DIR]
     .venv/bin/python bench/scale.py cpu --requests 2000
+    .venv/bin/python bench/scale.py edges --discovered 3000 --big-project --latency 2
+    .venv/bin/python bench/scale.py edges --listed 106 --failing 0.1 --time-scale 10
 
 Everything runs on loopback: a simulator process (with 50-100 ms latency where noted) and the
 real exporter, in this process or (scrape, mixed, status-page) as its own process, that of
@@ -31,6 +33,7 @@ import threading
 import time
 import urllib.request
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,7 @@ from exporter.app import Exporter
 from exporter.auth import StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
 from exporter.config import parse_config
+from exporter.durations import parse_duration
 from exporter.executions import MIN_PAGE, PAGE_SIZE, ExecutionTotals
 from exporter.gzipstream import LEVEL as GZIP_LEVEL
 from exporter.logs import configure_logging
@@ -429,7 +433,7 @@ async def _cpu_per_answer(
     exporter's client parsing it and counting every execution in it as new (the worst case)."""
     logs = client.logs_url("p000", "f00001")
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    placed = ExecutionTotals.start([], 0)
+    placed = ExecutionTotals(placed=False).place([], 0)
 
     async def bare() -> None:
         response = await http.get(logs, params={"limit": str(limit)}, headers=headers)
@@ -437,7 +441,7 @@ async def _cpu_per_answer(
 
     async def exporter_poll() -> None:
         page = await client.function_logs("p000", "f00001", limit=limit)
-        placed.advance(placed.new_of(page.executions), page.stats.total_executions)
+        placed.advance(placed.cursor.new_of(page.executions), page.stats.total_executions)
 
     cpu_per_call: dict[str, list[float]] = {"bare_httpx_get": [], "exporter_poll": []}
     for _ in range(5):  # interleaved rounds, CPU time of this process only
@@ -470,13 +474,13 @@ async def _throughput(url: str, concurrency: int) -> dict[str, Any]:
     exporter = Exporter(loaded, ("127.0.0.1", 0))
     runner = asyncio.create_task(exporter.run())
     await asyncio.sleep(0.5)
-    runtime = exporter._runtime
-    assert runtime is not None
+    poller = exporter._poller
+    assert poller is not None
     keys = list(exporter.state.snapshot())
     rates = []
     for _ in range(3):
         started = time.perf_counter()
-        await asyncio.gather(*(runtime.poller.poll_once(keys[i % len(keys)]) for i in range(3000)))
+        await asyncio.gather(*(poller.poll_once(keys[i % len(keys)]) for i in range(3000)))
         rates.append(3000 / (time.perf_counter() - started))
     exporter.request_stop()
     await runner
@@ -653,6 +657,231 @@ def _gauge(text: str, name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+# -- the planner at its edges ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeScale:
+    """Production seconds per benchmark second: intervals, timeouts and the simulator's
+    window shrink by it, and the exporter's budget per (real) 15 minutes grows by it, so that
+    the requests per interval, per window of the simulator, are those of production."""
+
+    factor: float = 1.0
+
+    def seconds(self, production: float) -> float:
+        return production / self.factor
+
+    def duration(self, production: float) -> str:
+        return f"{production / self.factor:g}s"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One scenario: functions listed in projects l000..., discovered ones in d000... (100 a
+    project, or `big_project` in one), the simulator's latency, failing share and limit."""
+
+    listed: int = 0
+    discovered: int = 0
+    big_project: bool = False
+    latency: str = "0.05:0.1"
+    failing: float = 0.0
+    sim_limit: int = 2000
+    rate_per_minute: float = 0.5
+    max_age: str = "10m"
+
+
+def edge_specs(edge: Edge) -> list[dict[str, Any]]:
+    def project(prefix: str, i: int) -> str:
+        return "dbig" if prefix == "d" and edge.big_project else f"{prefix}{i // PER_PROJECT:03d}"
+
+    return [
+        {
+            "project": project(prefix, i),
+            "id": f"f{i:05d}",
+            "initial_executions": 50,
+            "rate_per_minute": edge.rate_per_minute,
+            "dialect": "openapi" if i % 2 else "docs",
+        }
+        for prefix, count in (("l", edge.listed), ("d", edge.discovered))
+        for i in range(count)
+    ]
+
+
+def edge_config(url: str, edge: Edge, scale: TimeScale, timeout: float = 10) -> str:
+    """Everything at its default, in production time divided by the scale."""
+    specs = edge_specs(edge)
+    listed: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec["project"].startswith("l"):
+            listed.setdefault(spec["project"], []).append(spec["id"])
+    discovered = sorted({s["project"] for s in specs if s["project"].startswith("d")})
+    lines = [
+        f"mudbase: {{url: '{url}', token: {TOKEN}, timeout: {scale.duration(timeout)}, "
+        f"request_budget: {round(BUDGET * scale.factor)}}}",
+        f"interval: {scale.duration(60)}",
+        f"max_age: {scale.duration(parse_duration(edge.max_age))}",
+        "targets:",
+        *(f"  - {{project: {p}, functions: [{', '.join(ids)}]}}" for p, ids in listed.items()),
+        *(f"  - {{project: {p}, functions: all}}" for p in discovered),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+BUDGET = 1600  # the default request budget per 15 minutes
+UP = re.compile(r'^mudbase_function_up\{function="([^"]*)",project="([^"]*)"\} (\S+)$', re.M)
+LAST_SUCCESS_OF = re.compile(
+    r'^mudbase_function_last_success_timestamp_seconds\{function="([^"]*)",project="([^"]*)"\}'
+    r" (\S+)$",
+    re.M,
+)
+PLACED = re.compile(
+    r'^mudbase_function_execution_duration_seconds_count\{function="[^"]*",project="d', re.M
+)
+
+
+@dataclass
+class EdgeRun:
+    """What was seen from outside, sampled every few seconds once every function had data."""
+
+    ages: list[tuple[float, float, float]] = field(default_factory=list)  # (t, all, listed)
+    most_down: int = 0
+    intervals: list[float] = field(default_factory=list)
+
+    def sample(self, text: str, started: float) -> None:
+        now = time.time()
+        successes = [(p, float(v)) for _, p, v in LAST_SUCCESS_OF.findall(text)]
+        listed = [now - v for p, v in successes if p.startswith("l")]
+        self.ages.append(
+            (time.monotonic() - started, now - min(v for _, v in successes), max(listed, default=0))
+        )
+        self.most_down = max(self.most_down, sum(1 for *_, v in UP.findall(text) if v == "0.0"))
+        interval = _gauge(text, "mudbase_exporter_poll_interval_seconds")
+        if interval is not None:
+            self.intervals.append(interval)
+
+    def summary(self, scale: TimeScale) -> dict[str, Any]:
+        """In production seconds: worst ages in each half of the run (growing or not)."""
+        half = len(self.ages) // 2
+
+        def worst(part: list[tuple[float, float, float]], column: int) -> float:
+            return round(max((a[column] for a in part), default=0) * scale.factor, 1)
+
+        return {
+            "poll_interval_s": {
+                "first": round(self.intervals[0] * scale.factor, 1) if self.intervals else None,
+                "last": round(self.intervals[-1] * scale.factor, 1) if self.intervals else None,
+                "most": round(max(self.intervals) * scale.factor, 1) if self.intervals else None,
+            },
+            "worst_age_s_first_half_second_half": [
+                worst(self.ages[:half], 1),
+                worst(self.ages[half:], 1),
+            ],
+            "listed_worst_age_s_first_half_second_half": [
+                worst(self.ages[:half], 2),
+                worst(self.ages[half:], 2),
+            ],
+            "most_functions_down_at_once": self.most_down,
+            "samples": len(self.ages),
+        }
+
+
+async def edges(args: argparse.Namespace) -> dict[str, Any]:
+    return await asyncio.to_thread(measure_edges, args)
+
+
+def measure_edges(args: argparse.Namespace) -> dict[str, Any]:
+    """One edge scenario against the simulator enforcing its limit per client IP, the exporter
+    (this checkout or `--source`) as its own process, measured from outside: its /metrics and
+    the simulator's request counts. Times and counts are given in production time."""
+    scale = TimeScale(args.time_scale)
+    edge = Edge(
+        listed=args.listed,
+        discovered=args.discovered,
+        big_project=args.big_project,
+        latency=args.latency,
+        failing=args.failing,
+        sim_limit=args.sim_limit,
+        rate_per_minute=args.rate * scale.factor,
+        max_age=args.max_age,
+    )
+    functions = edge.listed + edge.discovered
+    simulator, url = start_simulator(
+        TOKEN,
+        edge_specs(edge),
+        seed=5,
+        latency=edge.latency,
+        rate_limit=edge.sim_limit,
+        rate_limit_window=scale.duration(900),
+    )
+    if edge.failing:
+        fault = {"kind": "status", "status": 500, "probability": edge.failing}
+        post(f"{url}/_sim/faults", {"project": "*", "function": "*", **fault})
+    workdir = Path(tempfile.mkdtemp(prefix="bench-edges-"))
+    config = workdir / "config.yaml"
+    config.write_text(edge_config(url, edge, scale))
+    port = free_port()
+    exporter = start_exporter(Path(args.source).resolve(), config, port)
+    run, reloads, first_round = EdgeRun(), 0, None
+    started = counted_from = time.monotonic()
+    try:
+        while time.monotonic() - started < scale.seconds(args.minutes * 60):
+            time.sleep(scale.seconds(args.sample))
+            text = metrics_text(port)
+            if first_round is None and len(LAST_SUCCESS.findall(text)) >= functions:
+                first_round = time.monotonic() - started
+                post(f"{url}/_sim/requests/reset", {})  # counted from here
+                counted_from = time.monotonic()
+            if first_round is not None:
+                run.sample(text, started)
+            if args.reload_every and first_round is not None:
+                due = (time.monotonic() - counted_from) // scale.seconds(args.reload_every)
+                if due > reloads:
+                    reloads += 1
+                    config.write_text(edge_config(url, edge, scale, timeout=9 + reloads % 2))
+                    post(f"http://127.0.0.1:{port}/-/reload", {})
+        state = get_json(f"{url}/_sim/state")
+        text = metrics_text(port)
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=30)
+        simulator.terminate()
+        simulator.communicate(timeout=10)
+    log = config.with_suffix(".log").read_text()
+    production_15m = scale.seconds(900)
+    counted = time.monotonic() - counted_from  # from the first round's end, else the start
+    return {
+        "source": args.source,
+        "time_scale": scale.factor,
+        "listed": edge.listed,
+        "discovered": edge.discovered,
+        "one_project": edge.big_project,
+        "latency_s": edge.latency,
+        "failing": edge.failing,
+        "minutes": args.minutes,
+        "first_round_s": None if first_round is None else round(first_round * scale.factor),
+        "functions_with_data_at_the_end": len(LAST_SUCCESS.findall(text)),
+        **run.summary(scale),
+        "requests_per_15m": {
+            k: round(v * production_15m / counted) for k, v in state["requests"].items()
+        },
+        "simulator_limit_per_15m": edge.sim_limit,
+        "429s_from_the_limit": state["rate_limit"]["refused"],
+        "reloads": reloads,
+        "discovered_functions_with_logs_fetched": len(PLACED.findall(text)),
+        "poll_errors": {
+            reason: value
+            for reason in ("timeout", "rate_limited", "server_error")
+            if (value := _counter(text, "mudbase_exporter_poll_errors_total", reason))
+        },
+        "warnings_logged": sum(1 for line in log.splitlines() if "level=warn" in line),
+    }
+
+
+def _counter(text: str, name: str, reason: str) -> float:
+    match = re.search(rf'^{name}\{{reason="{reason}"\}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -679,7 +908,20 @@ def main() -> None:
     status = sub.add_parser("status-page")
     status.add_argument("--functions", type=int, default=10000)
     status.add_argument("--views", type=int, default=15)
-    for command in (scraping, mix, status):
+    edge = sub.add_parser("edges")
+    edge.add_argument("--listed", type=int, default=0)
+    edge.add_argument("--discovered", type=int, default=0)
+    edge.add_argument("--big-project", action="store_true", help="discovered ones in one project")
+    edge.add_argument("--latency", default="0.05:0.1", help="MIN[:MAX] s of every answer")
+    edge.add_argument("--failing", type=float, default=0.0, help="share of 500 answers")
+    edge.add_argument("--sim-limit", type=int, default=2000, help="per 15 minutes and IP")
+    edge.add_argument("--rate", type=float, default=0.5, help="executions per function-minute")
+    edge.add_argument("--max-age", default="10m")
+    edge.add_argument("--minutes", type=float, default=10, help="of production time")
+    edge.add_argument("--sample", type=float, default=10, help="seconds of production time")
+    edge.add_argument("--reload-every", type=float, default=0, help="seconds (0: never)")
+    edge.add_argument("--time-scale", type=float, default=1.0, help="production s per real s")
+    for command in (scraping, mix, status, edge):
         command.add_argument(
             "--source", default=str(ROOT), help="the checkout whose exporter runs (a 'before')"
         )
@@ -694,6 +936,7 @@ def main() -> None:
         "cpu": cpu,
         "mixed": mixed,
         "status-page": status_page,
+        "edges": edges,
     }[args.bench]
     print(json.dumps(asyncio.run(bench(args)), indent=2))
 

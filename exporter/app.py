@@ -29,7 +29,7 @@ from exporter.exposition import CachedExposition
 from exporter.landing import Overview, StatusPage
 from exporter.logs import REDACTOR, get_logger
 from exporter.planner import POLL_DEADLINE_SHARE, RequestPlanner, shard_budget
-from exporter.poller import Poller
+from exporter.poller import Poller, PollSettings
 from exporter.selfmetrics import ExporterMetrics
 from exporter.session import Session
 from exporter.state import StateStore
@@ -46,6 +46,7 @@ def make_credential(
     http: httpx.AsyncClient,
     on_request: RequestObserver,
     total_shards: int = 1,
+    planner: RequestPlanner | None = None,
 ) -> Credential:
     """The credential object for the configured way of authenticating."""
     credentials, config = loaded.credentials, loaded.config
@@ -63,6 +64,7 @@ def make_credential(
             timeout=request_timeout(loaded),
             on_request=on_request,
             share=1 / total_shards,
+            planner=planner,
         )
     if isinstance(credentials, ApiKeyCredentials):
         return ApiKey(credentials.key, credentials.file)
@@ -72,8 +74,7 @@ def make_credential(
 
 
 def retry_policy(loaded: LoadedConfig) -> RetryPolicy:
-    """Retries as configured; no retry is scheduled past the planner's retry window of the
-    effective interval (the client asks the planner at each poll)."""
+    """Retries as configured; none is scheduled past its poll's deadline."""
     config = loaded.config
     return RetryPolicy(
         attempts=config.mudbase.retries + 1,
@@ -117,13 +118,23 @@ class _Auth:
         await self.http.aclose()
 
 
+def poll_settings(loaded: LoadedConfig) -> PollSettings:
+    config = loaded.config
+    return PollSettings(
+        stale_after=config.stale_after,
+        max_age=config.max_age,
+        logs_for_changes=loaded.change_driven_logs,
+        execution_metrics=config.execution_metrics,
+        execution_pages=config.execution_pages,
+    )
+
+
 @dataclass
 class _Runtime:
-    """What one loaded configuration runs: its HTTP client and its poller."""
+    """What one loaded configuration runs: its HTTP client (the poller outlives it)."""
 
     loaded: LoadedConfig
     http: httpx.AsyncClient
-    poller: Poller
 
     def same_connection(self, other: LoadedConfig) -> bool:
         """True if `other` differs from this runtime's config in its targets only."""
@@ -134,7 +145,6 @@ class _Runtime:
         )
 
     async def close(self) -> None:
-        await self.poller.stop()
         await self.http.aclose()
 
 
@@ -202,6 +212,8 @@ class Exporter:
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._runtime: _Runtime | None = None
+        self._poller: Poller | None = None  # made at start; outlives reloads, like the planner
+        self._retiring: set[asyncio.Task[None]] = set()  # old HTTP clients, closed later
         self._auth: _Auth | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -234,6 +246,11 @@ class Exporter:
         await self._stop.wait()
         log.info("shutting down")
         heartbeat.cancel()
+        if self._poller is not None:
+            await self._poller.stop()
+        for task in self._retiring:
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await self._runtime.close()
         if self._auth is not None:
             await self._auth.close()
@@ -255,7 +272,9 @@ class Exporter:
         if self._auth is not None and self._auth.identity == identity:
             return self._auth.credential
         http = new_http_client(2, request_timeout(loaded))
-        credential = make_credential(loaded, http, self.metrics.observe_request, self.shard.total)
+        credential = make_credential(
+            loaded, http, self.metrics.observe_request, self.shard.total, self.planner
+        )
         renewal = None
         if isinstance(credential, Session):
             renewal = asyncio.create_task(credential.keep_fresh(self.metrics.loop_errors))
@@ -264,7 +283,7 @@ class Exporter:
             await old.close()
         return credential
 
-    async def _start(self, loaded: LoadedConfig) -> _Runtime:
+    def _configure_planner(self, loaded: LoadedConfig) -> None:
         config = loaded.config
         self.planner.configure(
             budget=self._budget(loaded),
@@ -273,6 +292,12 @@ class Exporter:
             pages_per_poll=config.pages_per_poll,
             change_driven_logs=loaded.change_driven_logs,
         )
+
+    async def _start(self, loaded: LoadedConfig) -> _Runtime:
+        """Run `loaded`: the planner configured, a new HTTP client and API client, and the
+        poller (made the first time, then kept) told to use them."""
+        config = loaded.config
+        self._configure_planner(loaded)
         http = new_http_client(config.concurrency, request_timeout(loaded))
         credential = await self._credential(loaded)
         self.metrics.token_expiry.credential = credential
@@ -290,29 +315,20 @@ class Exporter:
             on_request=self.metrics.observe_request,
             planner=self.planner,
         )
-        poller = Poller(
-            client,
-            self.state,
-            self.metrics,
-            self.planner,
-            keep_values_for=config.keep_values_for,
-            max_age=config.max_age,
-            shard=self.shard,
-            logs_for_changes=loaded.change_driven_logs,
-            execution_metrics=config.execution_metrics,
-            execution_pages=config.execution_pages,
-        )
-        targets = self._targets(loaded)
-        poller.apply(targets, config.project_selectors())
-        plan = self.planner.plan
-        if plan.stretched:
-            log.warning(
-                "interval stretched to stay within the request budget",
-                configured=format_duration(config.interval),
-                effective=format_duration(round(plan.interval)),
-                required_per_round=plan.demand.required,
-                budget_per_15m=round(plan.budget),
+        if self._poller is None:
+            self._poller = Poller(
+                client,
+                self.state,
+                self.metrics,
+                self.planner,
+                poll_settings(loaded),
+                shard=self.shard,
             )
+        else:
+            self._poller.configure(client, poll_settings(loaded))
+        targets = self._targets(loaded)
+        self._poller.apply(targets, config.project_selectors())
+        plan = self.planner.plan
         log.info(
             "polling started",
             functions=len(targets),
@@ -321,15 +337,16 @@ class Exporter:
             interval=format_duration(round(plan.interval, 3)),
             url=public_url(config.mudbase.url),
         )
-        return _Runtime(loaded, http, poller)
+        return _Runtime(loaded, http)
 
     async def reload(self) -> None:
         """Load the config file again; on any error keep the running one and raise ReloadError.
 
         Only the targets changed: added ones start polling, removed ones stop (and leave
-        /metrics), the others go on untouched. Anything else changed: the client and poller are
-        rebuilt, and the state of unchanged targets is kept, so their series have no gap. The
-        request planner is kept either way (its bucket and a 429 pause carry over), and so is
+        /metrics), the others go on untouched. Anything else changed: a new HTTP client and
+        API client serve the requests from then on (the old ones finish the polls in flight).
+        The request planner and the poller are kept either way: the bucket, a 429 pause, each
+        function's place in the schedule and in the logs round-robin carry over; and so does
         the credential while the URL and the credentials stay the same.
         """
         async with self._reload_lock:
@@ -358,20 +375,33 @@ class Exporter:
     async def _switch_to(self, loaded: LoadedConfig) -> None:
         """Run `loaded`: new targets only, or a new runtime; on failure, the old one again."""
         runtime = self._runtime
-        if runtime is not None and runtime.same_connection(loaded):
-            runtime.poller.apply(self._targets(loaded), loaded.config.project_selectors())
+        if runtime is not None and self._poller is not None and runtime.same_connection(loaded):
+            self._poller.apply(self._targets(loaded), loaded.config.project_selectors())
             runtime.loaded = loaded
             return
-        if runtime is not None:
-            await runtime.close()  # its polls end before the new ones start
         try:
             self._runtime = await self._start(loaded)
         except Exception as err:
             self.metrics.config_last_reload_successful.set(0)
             log.exception("could not start the new configuration; keeping the old one")
             if runtime is not None:
-                self._runtime = await self._start(runtime.loaded)
+                self._configure_planner(runtime.loaded)
             raise ReloadError(f"could not start the new configuration: {err}") from None
+        if runtime is not None:
+            self._retire(runtime)
+
+    def _retire(self, runtime: _Runtime) -> None:
+        """Close the old HTTP client once the polls it serves are over (a poll's deadline)."""
+
+        async def close_later() -> None:
+            try:
+                await asyncio.sleep(self.planner.poll_deadline)
+            finally:
+                await runtime.close()
+
+        task = asyncio.create_task(close_later(), name="close the old HTTP client")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def reload_from_thread(self) -> str | None:
         """For the HTTP thread: run a reload on the event loop; the error text, or None."""

@@ -1,9 +1,12 @@
 """The Mudbase API client: one shared httpx.AsyncClient, auth, retry, typed errors.
 
 Retries (tenacity) cover connection errors, timeouts, 5xx and 429, with exponential backoff and
-jitter, and honour Retry-After up to a cap. 400/401/403/404 are never retried. A whole call,
-retries included, ends before its deadline. A retry that the planner refuses because a 429
-pause outlasts the call ends it with the failure Mudbase answered before, its own.
+jitter, and honour Retry-After up to a cap. 400/401/403/404 are never retried. No retry is
+scheduled to start, nor waits for its turn, later than a tenth of the interval before the
+deadline of the poll it belongs to (`POLL_DEADLINE`). Every request, retries
+included, asks the planner for its turn and tells it whether it is a re-send. A retry that the
+planner refuses because a 429 pause outlasts the call ends it with the failure Mudbase
+answered before, its own.
 """
 
 import asyncio
@@ -14,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import quote
 
 import httpx
@@ -30,10 +34,16 @@ from tenacity.stop import stop_base
 from exporter.auth import Credential
 from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
-from exporter.planner import RefusedByPause, RequestKind, RequestPlanner
+from exporter.planner import (
+    POLL_DEADLINE,
+    NoTurnInTime,
+    RefusedByPause,
+    RequestKind,
+    RequestPlanner,
+)
 from exporter.upstream import (
+    LIST_PAGE_SIZE,
     FunctionPage,
-    FunctionStats,
     LogsPage,
     UpstreamFormatError,
     parse_function_list,
@@ -46,11 +56,10 @@ class RetryPolicy:
     attempts: int = 4
     initial_backoff: float = 0.5
     max_wait: float = 30.0
-    deadline: float = 30.0  # without a planner; with one, its retry window (of the interval)
 
 
 RequestObserver = Callable[[str, str], None]
-LIST_PAGE_SIZE = 100  # the list endpoint's maximum: one request answers for 100 functions
+Fetch = Callable[[bool], Awaitable[bytes]]  # one try of a request; True: a re-send
 Sleep = Callable[[float], Awaitable[None]]
 
 log = get_logger("exporter.client")
@@ -90,10 +99,6 @@ class MudbaseClient:
             f"/functions/{quote(function, safe='')}/logs"
         )
 
-    async def function_stats(self, project: str, function: str) -> FunctionStats:
-        """The function's stats from its logs endpoint, retried; PollError on failure."""
-        return (await self.function_logs(project, function)).stats
-
     async def function_logs(
         self,
         project: str,
@@ -107,7 +112,7 @@ class MudbaseClient:
         `kind` tells the planner whether the request is required (poll) or optional (logs)."""
         url = self.logs_url(project, function)
         params = {"limit": str(limit)} | ({"offset": str(offset)} if offset else {})
-        body = await self._with_retry(lambda: self._get(url, "logs", params, kind))
+        body = await self._with_retry(partial(self._get, url, "logs", params, kind))
         try:
             return parse_logs(body)
         except UpstreamFormatError as err:
@@ -117,19 +122,18 @@ class MudbaseClient:
         """One page (100 functions) of the project's function list, with inline stats."""
         url = f"{self._base_url}/api/functions/projects/{quote(project, safe='')}/functions"
         params = {"page": str(page), "limit": str(LIST_PAGE_SIZE)}
-        body = await self._with_retry(lambda: self._get(url, "list", params, RequestKind.LIST))
+        body = await self._with_retry(partial(self._get, url, "list", params, RequestKind.LIST))
         try:
             return parse_function_list(body)
         except UpstreamFormatError as err:
             raise PollError(Reason.BAD_RESPONSE, str(err), status=200) from None
 
-    async def _with_retry(self, call: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def _with_retry(self, call: Fetch) -> bytes:
         """The first try runs bare (almost every call succeeds at once: tenacity's machinery
         costs a fifth of a poll's CPU); a retryable failure enters tenacity, which replays it
         as its first attempt, so waits, stops and logging are exactly tenacity's."""
-        started = time.monotonic()
         try:
-            return await call()
+            return await call(False)
         except PollError as error:
             if not error.retryable:
                 raise
@@ -141,22 +145,23 @@ class MudbaseClient:
             if first_failure:
                 raise first_failure.pop()
             try:
-                return await call()
+                return await call(True)
             except PollError as error:
-                if not isinstance(error, RefusedByPause):
+                if not isinstance(error, RefusedByPause | NoTurnInTime):
                     answered = error
                 raise
 
         try:
-            return await self._retry_loop(attempt, started)
-        except RefusedByPause:  # a retry the shared pause refused: the poll failed by its own
+            return await self._retry_loop(attempt)
+        except (RefusedByPause, NoTurnInTime):  # a retry the shared pause refused, or that
+            # found no turn in time: the poll failed by its own answer
             raise answered from None
 
-    async def _retry_loop(self, call: Callable[[], Awaitable[bytes]], started: float) -> bytes:
+    async def _retry_loop(self, call: Callable[[], Awaitable[bytes]]) -> bytes:
         retrying = AsyncRetrying(
             stop=stop_any(
                 stop_after_attempt(self._retry.attempts),
-                _StopBeforeDeadline(started, self._retry_deadline()),
+                _StopBeforeDeadline(self._last_try_by()),
                 _StopIfWaitOver(self._retry.max_wait),
             ),
             wait=self._wait,
@@ -170,10 +175,13 @@ class MudbaseClient:
                 return await call()
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    def _retry_deadline(self) -> float:
-        """Seconds after the first try within which a retry may be scheduled: the planner's
-        share of the effective (perhaps stretched) interval."""
-        return self._planner.retry_window if self._planner else self._retry.deadline
+    def _last_try_by(self) -> float | None:
+        """The loop time after which no retry starts: a tenth of the interval before the
+        poll's deadline, so that it can still be answered (None: no deadline)."""
+        deadline = POLL_DEADLINE.get()
+        if deadline is None or self._planner is None:
+            return deadline
+        return deadline - self._planner.deadline_margin
 
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After exactly when Mudbase sent one (never earlier), else backoff with jitter."""
@@ -183,13 +191,13 @@ class MudbaseClient:
         return float(self._backoff(state))
 
     async def _get(
-        self, url: str, endpoint: str, params: dict[str, str], kind: RequestKind
+        self, url: str, endpoint: str, params: dict[str, str], kind: RequestKind, resend: bool
     ) -> bytes:
         headers = await self._auth.headers()
-        response, sent_at = await self._send(url, endpoint, params, headers, kind)
+        response, sent_at = await self._send(url, endpoint, params, headers, kind, resend=resend)
         if response.status_code == 401 and await self._auth.renew_after_unauthorized(headers):
             headers = await self._auth.headers()
-            response, sent_at = await self._send(url, endpoint, params, headers, kind)
+            response, sent_at = await self._send(url, endpoint, params, headers, kind, resend=True)
         if response.status_code != 200:
             error = error_for_response(response, secrets_in(headers))
             if error.status == 429 and self._planner is not None:
@@ -200,12 +208,12 @@ class MudbaseClient:
         return response.content
 
     @asynccontextmanager
-    async def _turn(self, kind: RequestKind) -> AsyncIterator[float]:
+    async def _turn(self, kind: RequestKind, resend: bool) -> AsyncIterator[float]:
         """The planner's permission to send (or none without a planner); the send time."""
         if self._planner is None:
             yield asyncio.get_running_loop().time()
             return
-        async with self._planner.turn(kind) as sent_at:
+        async with self._planner.turn(kind, resend=resend) as sent_at:
             yield sent_at
 
     async def _send(
@@ -215,8 +223,10 @@ class MudbaseClient:
         params: dict[str, str],
         headers: dict[str, str],
         kind: RequestKind,
+        *,
+        resend: bool,
     ) -> tuple[httpx.Response, float]:
-        async with self._turn(kind) as sent_at:
+        async with self._turn(kind, resend) as sent_at:
             return await self._exchange(url, endpoint, params, headers), sent_at
 
     async def _exchange(
@@ -306,16 +316,16 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class _StopBeforeDeadline(stop_base):
-    """Stop rather than sleep past `deadline` seconds after the first try began (tenacity's
-    stop_before_delay counts from its own start, which comes after that first try)."""
+    """Stop rather than sleep past `deadline` (loop time; None: no deadline)."""
 
-    def __init__(self, started: float, deadline: float) -> None:
-        self._started = started
+    def __init__(self, deadline: float | None) -> None:
         self._deadline = deadline
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        elapsed = time.monotonic() - self._started
-        return elapsed + (retry_state.upcoming_sleep or 0.0) >= self._deadline
+        if self._deadline is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        return now + (retry_state.upcoming_sleep or 0.0) >= self._deadline
 
 
 class _StopIfWaitOver(stop_base):

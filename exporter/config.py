@@ -31,6 +31,8 @@ from exporter.targets import FunctionSettings, ProjectSelector, TargetKey
 TOKEN_ENV_VAR = "MUDBASE_TOKEN"  # noqa: S105 - the name of a variable
 DEFAULT_URL = "https://cloud.mudbase.dev"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+KEEP_VALUES_INTERVALS = 3  # without stale_after, a failing function's values stay this many
+# (effective) intervals
 
 
 class ConfigError(Exception):
@@ -222,11 +224,6 @@ class Config(_Strict):
     def pages_per_poll(self) -> int:
         """Logs pages one poll of a function may fetch (one without execution metrics)."""
         return self.execution_pages if self.execution_metrics else 1
-
-    @property
-    def keep_values_for(self) -> float:
-        """How long a failing function's last values stay published (default 3 intervals)."""
-        return self.stale_after if self.stale_after is not None else 3 * self.interval
 
     def function_keys(self) -> list[tuple[str, str]]:
         return [(t.project, f.id) for t in self.targets for f in t.listed]

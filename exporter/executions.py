@@ -46,8 +46,7 @@ MAX_LAG = PAGE_SIZE  # executions seen before the stats count them (eventual con
 Kind = tuple[str, str, str]  # outcome, trigger_type, invoked_by
 
 
-def kind_of(execution: Execution) -> Kind:
-    """The bounded label values of one execution."""
+def _kind_of(execution: Execution) -> Kind:
     return _kind(execution.success, execution.trigger_type, execution.invoked_by)
 
 
@@ -184,11 +183,6 @@ class ExecutionTotals:
     placed: bool = True  # False: no logs answer yet, only listings (a discovered function)
 
     @classmethod
-    def start(cls, executions: Sequence[Execution], total: int | None) -> "ExecutionTotals":
-        """The first answer places the cursor; nothing is counted yet."""
-        return cls(placed=False).place(executions, total)
-
-    @classmethod
     def watching(cls, total: int | None) -> "ExecutionTotals":
         """A discovered function whose logs were not fetched yet: its listed total is where
         counting starts, so what it runs until its first logs answer shows as unobserved."""
@@ -208,7 +202,7 @@ class ExecutionTotals:
         return replace(
             self,
             cursor=Cursor.placed_at(executions),
-            counts=MappingProxyType(_with_both_outcomes(self.counts, map(kind_of, executions))),
+            counts=MappingProxyType(_with_both_outcomes(self.counts, map(_kind_of, executions))),
             placed=True,
             unobserved=self.unobserved + self._reported(total),
             last_total=self.last_total if total is None else total,
@@ -219,9 +213,6 @@ class ExecutionTotals:
         if total is None or self.last_total is None:
             return 0
         return max(0, total - self.last_total)
-
-    def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
-        return self.cursor.new_of(executions)
 
     def expected_new(self, total: int | None) -> int | None:
         """New executions the stats (e.g. from the function list) report since the last poll,

@@ -26,7 +26,7 @@ from exporter import __version__
 from exporter.config import public_url
 from exporter.durations import format_duration
 from exporter.logs import REDACTOR
-from exporter.planner import Plan, RequestKind
+from exporter.planner import Plan
 from exporter.state import StateStore, TargetState
 
 PAGE_SIZE = 100
@@ -300,7 +300,7 @@ def _pause(paused_until: float | None, now: float) -> str:
 def _budget(plan: Plan) -> str:
     per_kind = plan.per_15m()
     planned = sum(per_kind.values())
-    kinds = ", ".join(f"{kind.value} {per_kind[kind]:,.0f}" for kind in RequestKind)
+    kinds = ", ".join(f"{kind.value} {count:,.0f}" for kind, count in per_kind.items())
     interval = format_duration(round(plan.interval, 1))
     line = (
         f"Request budget: <b>{planned:,.0f}</b> of {plan.budget:,.0f} requests per 15 minutes "

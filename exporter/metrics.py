@@ -180,15 +180,15 @@ PLANNED_REQUESTS = MetricSpec(
     "gauge",
     "Requests to Mudbase the request planner plans per 15 minutes at the effective interval, "
     "by kind: list (list pages of discovered projects), poll (listed functions' logs requests, "
-    "all their pages), logs (optional change-driven logs requests: at most this many). Compare "
-    "with mudbase_exporter_request_budget_per_15m.",
+    "all their pages), both with their measured re-sends, logs (optional change-driven logs "
+    "requests: at most this many). Compare with mudbase_exporter_request_budget_per_15m.",
     ("kind",),
 )
 REQUEST_WAIT = MetricSpec(
     "mudbase_exporter_request_wait_seconds",
     "histogram",
     "Time a request waited for its turn in the request planner (budget, priority, "
-    "concurrency, 429 pauses) before it was sent, by kind (list, poll, logs).",
+    "concurrency, 429 pauses) before it was sent, by kind (auth, list, poll, logs).",
     ("kind",),
 )
 RATE_LIMIT_PAUSED = MetricSpec(
@@ -199,8 +199,8 @@ RATE_LIMIT_PAUSED = MetricSpec(
 REQUESTS_SKIPPED = MetricSpec(
     "mudbase_exporter_requests_skipped_total",
     "counter",
-    "Requests not sent for lack of budget, by kind: logs (optional change-driven logs requests "
-    "beyond the round's allowance, or that could not go out before their deadline), list and "
+    "Requests dropped, by kind: logs (optional change-driven logs requests that could not go "
+    "out before their deadline; not those a round's share leaves for a later round), list and "
     "poll (refused because a 429 pause outlasted the poll's deadline).",
     ("kind",),
 )

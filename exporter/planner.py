@@ -4,21 +4,35 @@ Mudbase allows 2000 requests per sliding 15 minutes per client IP; the exporter 
 `mudbase.request_budget` of them (default 1600, divided among shards). Everything about that
 budget is decided here, and nowhere else:
 
+- **Exactly the budget.** Every request that reaches Mudbase takes a token from one bucket:
+  list pages, polls, logs requests, their retries, and logins and token refreshes (`auth`).
+  The bucket holds `B` tokens and fills at `(budget - B)` per 15 minutes, so that no sliding
+  15-minute window, the first included (the bucket starts full), holds more than the budget.
 - **Demand.** One round (one interval) needs: the list pages of every discovered project
   (`list`), the logs requests of every listed function with all the pages it may fetch (`poll`);
   and it may send change-driven logs requests for discovered functions (`logs`), which are
   optional and get only what the round leaves after the required ones and a fifth of headroom.
+- **Measured conditions.** The re-sends of required requests (retries, a second try after a
+  401) are measured over the last 15 minutes, and a round plans for twice their rate, so that
+  a retry finds room and a backlog drains. The latency of list pages is measured too: a
+  listing reads its pages concurrently (at most `concurrency` at once, at the budget's pace),
+  and its planned duration is the slower of the two.
 - **Interval.** The configured interval, or longer for everyone alike when a round's required
-  requests would not fit the budget, or when the biggest listing could not end within a poll's
-  deadline (80% of the interval) at the budget's pace.
+  requests (re-sends included) would not fit the budget, or when the biggest listing could not
+  end a tenth of the interval before a poll's deadline (so within 70% of the interval) at
+  the budget's pace and the measured latency. A change of the interval is logged once, at
+  warning level.
 - **Spread.** The required polls of a round are spread over the time the budget needs to pay
   for them (at least 10 s or the interval, at most the interval), the same every round: every
   function is polled exactly once per interval, start-up included.
-- **Priorities.** A token bucket holding ten seconds of budget lets requests go by priority,
-  not first come first served: list pages (they carry every discovered function's stats), then
-  listed functions' polls, then optional logs requests. An optional request may not take the
+- **Priorities.** The bucket (ten seconds of budget, or a sixth of a shorter interval) lets
+  requests go by priority, not first come first served: logins and refreshes, list pages
+  (they carry every discovered function's stats), listed functions' polls, then optional logs
+  requests; within a kind, the request whose poll ends first goes first (a retry before the
+  next round's first tries). An optional request may not take the
   bucket below half full, so it never delays a required one, and it is dropped rather than sent
-  past its deadline. At most `concurrency` requests are in flight.
+  past its deadline (counted in `requests_skipped`: only those, not the ones a round's share
+  left out). At most `concurrency` requests are in flight.
 - **429s.** A Retry-After pauses every request, those already waiting included (the limit is
   per IP); after it one request goes at once and the others at the budget's pace, not in a
   burst. A 429 without one pauses every request for 2 s, doubling with each further episode
@@ -35,6 +49,7 @@ import heapq
 import itertools
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -44,22 +59,27 @@ from enum import StrEnum
 from exporter.errors import PollError, Reason
 from exporter.logs import get_logger
 from exporter.selfmetrics import ExporterMetrics
+from exporter.upstream import LIST_PAGE_SIZE
 
 log = get_logger("exporter.planner")
 
 MUDBASE_WINDOW = 15 * 60.0  # Mudbase counts requests per client IP over this sliding window
 MUDBASE_LIMIT = 2000  # requests per window and client IP, Mudbase's default
-BURST_SECONDS = 10.0  # the bucket holds this much of the budget
+BURST_SECONDS = 10.0  # the bucket holds this much of the budget...
+BURST_SHARE = 1 / 6  # ... or this share of a shorter interval (the same share of a round)
 OPTIONAL_RESERVE = 0.5  # of the bucket: optional requests leave at least this much in it
 LOGS_HEADROOM = 0.2  # of a round's budget, left unused by optional logs requests
 POLL_DEADLINE_SHARE = 0.8  # a poll (a listing: all its pages) is cut off at this share
-RETRY_DEADLINE_SHARE = 0.7  # no retry is scheduled past this share of the interval
+DEADLINE_MARGIN = 0.1  # of the interval: optional requests and older logs pages stop this
+# long before their poll's deadline, to be answered in time; a listing is planned to end then
+LISTING_SHARE = POLL_DEADLINE_SHARE - DEADLINE_MARGIN
 FIRST_ROUND_SPREAD = 10.0  # seconds: the shortest spread of a round's required polls
 STRETCH_TOLERANCE = 0.05  # a stretched interval is not shortened by less than this
-OPTIONAL_MARGIN = 0.1  # of the interval: optional requests go out this long before the deadline
+RESEND_HEADROOM = 2.0  # re-sends are planned at this many times their measured rate
+MIN_MEASURED = 50  # first tries in the window before their re-send rate is trusted
+LATENCY_WEIGHT = 0.2  # of each new list page's latency in the running estimate
 UNHINTED_PAUSE = 2.0  # after a 429 with no Retry-After; doubles while they keep coming
 MAX_UNHINTED_PAUSE = 60.0
-FUNCTIONS_PER_LIST_PAGE = 100
 
 # The event-loop time by which the current poll must end; set by the poller for its task.
 POLL_DEADLINE: ContextVar[float | None] = ContextVar("POLL_DEADLINE", default=None)
@@ -68,12 +88,14 @@ POLL_DEADLINE: ContextVar[float | None] = ContextVar("POLL_DEADLINE", default=No
 class RequestKind(StrEnum):
     """What a request is for; also its priority, highest first."""
 
+    AUTH = "auth"  # a login or a token refresh: every other request needs its token
     LIST = "list"  # a list page of a discovered project: required
     POLL = "poll"  # a logs request of a listed function, any of its pages: required
     LOGS = "logs"  # a change-driven logs request of a discovered function: optional
 
 
 PRIORITY = {kind: rank for rank, kind in enumerate(RequestKind)}
+REQUIRED = (RequestKind.LIST, RequestKind.POLL)  # the kinds a round plans for
 
 
 class RequestSkipped(Exception):
@@ -96,13 +118,45 @@ class RefusedByPause(PollError):
         return False
 
 
+class NoTurnInTime(PollError):
+    """A re-send (a retry) that could not get its turn before the last moment a retry may
+    start (a tenth of the interval before its poll's deadline): the poll fails with the
+    answer Mudbase gave before, not as a timeout of its own making."""
+
+    def __init__(self) -> None:
+        super().__init__(Reason.TIMEOUT, "no turn for a retry before the poll's deadline")
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+def bucket_size(budget: float, interval: float) -> float:
+    """Tokens the bucket holds: ten seconds of the budget, or a sixth of a shorter interval
+    (so that a test running time faster keeps the same share of a round); at least two, at
+    most half the budget."""
+    burst = min(BURST_SECONDS, interval * BURST_SHARE)
+    return max(1.0, min(budget / 2, max(2.0, budget * burst / MUDBASE_WINDOW)))
+
+
+def refill_rate(budget: float, interval: float) -> float:
+    """Tokens a second: a full bucket and what it gains in 15 minutes make the budget, so no
+    sliding window ever holds more than the budget."""
+    return (budget - bucket_size(budget, interval)) / MUDBASE_WINDOW
+
+
+def pace_of(budget: float, interval: float) -> float:
+    """Seconds per request at the rate the bucket fills: what every round is paid at."""
+    return 1 / refill_rate(budget, interval)
+
+
 @dataclass(frozen=True)
 class ProjectSize:
     """A discovered project's cost: list pages per round, and the functions selected from it
     (its share of the optional logs requests). One page until it has been listed."""
 
     pages: int = 1
-    functions: int = FUNCTIONS_PER_LIST_PAGE
+    functions: int = LIST_PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -132,6 +186,21 @@ class Demand:
 
 
 @dataclass(frozen=True)
+class Conditions:
+    """What the plan knows of Mudbase beside the demand: the concurrency allowed, and what was
+    measured (nothing yet in a projection)."""
+
+    concurrency: int = 8
+    resend_rate: float = 0.0  # re-sends per first try of a required request, last 15 minutes
+    list_latency: float = 0.0  # seconds a list page takes to be answered, a running estimate
+
+    @property
+    def cost(self) -> float:
+        """Requests a required request costs, its planned re-sends included."""
+        return 1 + RESEND_HEADROOM * self.resend_rate
+
+
+@dataclass(frozen=True)
 class Plan:
     """One round: its interval, what it sends by kind, and how its polls are spread."""
 
@@ -139,40 +208,47 @@ class Plan:
     interval: float
     budget: float  # requests per 15 minutes
     demand: Demand
+    conditions: Conditions
     logs_requests: float  # optional logs requests the round leaves room for
 
     @property
-    def round_budget(self) -> float:
-        return self.budget * self.interval / MUDBASE_WINDOW
+    def pace(self) -> float:
+        return pace_of(self.budget, self.configured_interval)
 
     @property
     def stretched(self) -> bool:
         return self.interval > self.configured_interval
 
     @property
+    def required(self) -> float:
+        """Required requests a round plans for, re-sends included."""
+        return self.demand.required * self.conditions.cost
+
+    @property
     def spread(self) -> float:
         """The required polls of a round go out over this first part of the interval: as long
         as the budget needs to pay for them, at least 10 s (or the interval), at most all."""
-        paying = self.demand.required * MUDBASE_WINDOW / self.budget
+        paying = self.required * self.pace
         return min(self.interval, max(min(self.interval, FIRST_ROUND_SPREAD), paying))
 
     def per_15m(self) -> dict[RequestKind, float]:
-        """Requests per 15 minutes by kind (optional logs requests at most)."""
-        rounds = MUDBASE_WINDOW / self.interval
+        """Requests per 15 minutes by kind (optional logs requests at most; re-sends
+        included)."""
+        rounds, cost = MUDBASE_WINDOW / self.interval, self.conditions.cost
         return {
-            RequestKind.LIST: self.demand.list_pages * rounds,
-            RequestKind.POLL: self.demand.poll_requests * rounds,
+            RequestKind.LIST: self.demand.list_pages * cost * rounds,
+            RequestKind.POLL: self.demand.poll_requests * cost * rounds,
             RequestKind.LOGS: self.logs_requests * rounds,
         }
 
     def discovery_capacity(self) -> tuple[int, int]:
         """Discovered functions whose listings fit a round at the configured interval, once
-        the listed functions are paid for: in all, and in one project (its listing must end
-        within a poll's deadline at the budget's pace)."""
-        round_budget = self.budget * self.configured_interval / MUDBASE_WINDOW
-        pages = max(0, int(round_budget - self.demand.poll_requests))
-        one_project = int(round_budget * POLL_DEADLINE_SHARE)
-        return pages * FUNCTIONS_PER_LIST_PAGE, min(pages, one_project) * FUNCTIONS_PER_LIST_PAGE
+        the listed functions are paid for: in all, and in one project (its listing is planned
+        to end a tenth of the interval before a poll's deadline, at the budget's pace)."""
+        per_round = self.configured_interval / self.pace
+        pages = max(0, int(per_round - self.demand.poll_requests))
+        one_project = int(per_round * LISTING_SHARE)
+        return pages * LIST_PAGE_SIZE, min(pages, one_project) * LIST_PAGE_SIZE
 
     def logs_share(self, project: str) -> float:
         """A discovered project's optional logs requests per round: by its size."""
@@ -184,27 +260,43 @@ class Plan:
         return self.logs_requests * size.functions / total
 
 
-def make_plan(demand: Demand, interval: float, budget: float) -> Plan:
+def listing_seconds(pages: float, pace: float, conditions: Conditions) -> float:
+    """How long a listing of `pages` takes: its first page (which tells how many there are),
+    then the others concurrently, at the budget's pace or `concurrency` at a time at the
+    measured latency, whichever is slower."""
+    if pages <= 0:
+        return 0.0
+    latency = conditions.list_latency
+    rest = pages - 1
+    at_the_latency = math.ceil(rest / conditions.concurrency) * latency
+    return max(pace, latency) + max(rest * pace, at_the_latency)
+
+
+def make_plan(
+    demand: Demand, interval: float, budget: float, conditions: Conditions | None = None
+) -> Plan:
     """The round for this demand: the interval stretched if it must be, and what is left."""
-    pace = MUDBASE_WINDOW / budget  # seconds per request at the budget's rate
+    conditions = conditions or Conditions()
+    pace = pace_of(budget, interval)
+    required = demand.required * conditions.cost
+    biggest = demand.biggest_listing * conditions.cost
     effective = max(
         interval,
-        demand.required * pace,
-        demand.biggest_listing * pace / POLL_DEADLINE_SHARE,
+        required * pace,
+        listing_seconds(biggest, pace, conditions) / LISTING_SHARE,
     )
-    round_budget = budget * effective / MUDBASE_WINDOW
-    logs = max(0.0, round_budget * (1 - LOGS_HEADROOM) - demand.required)
+    logs = max(0.0, effective / pace * (1 - LOGS_HEADROOM) - required)
     if not (demand.projects and demand.change_driven_logs):
         logs = 0.0  # nothing would send them
-    return Plan(interval, effective, budget, demand, logs)
+    return Plan(interval, effective, budget, demand, conditions, logs)
 
 
 @dataclass(order=True)
 class _Waiter:
     priority: int
+    deadline: float  # within a kind, the request whose poll ends first goes first
     order: int
     kind: RequestKind = field(compare=False)
-    deadline: float | None = field(compare=False)
     queued_at: float = field(compare=False)
     granted: "asyncio.Future[float]" = field(compare=False)
 
@@ -218,7 +310,9 @@ class _PriorityBucket:
     heap of waiters, woken by one timer of the event loop.
     """
 
-    def __init__(self, per_window: float, slots: int, metrics: ExporterMetrics) -> None:
+    def __init__(
+        self, per_window: float, interval: float, slots: int, metrics: ExporterMetrics
+    ) -> None:
         self._metrics = metrics
         for kind in RequestKind:  # every kind from the start, so increase() sees the first
             metrics.request_wait.labels(kind.value)
@@ -235,34 +329,44 @@ class _PriorityBucket:
         self.paused_until = 0.0
         self.pause_ends_at = 0.0  # the same moment in Unix time, for other threads to read
         self._unhinted_in_a_row = 0
-        self.configure(per_window, slots)
+        self.configure(per_window, interval, slots)
 
-    def configure(self, per_window: float, slots: int) -> None:
-        """A new budget or concurrency (a reload): the level and a pause carry over."""
-        self._rate = per_window / MUDBASE_WINDOW
-        self._capacity = max(2.0, self._rate * BURST_SECONDS)
+    def configure(self, per_window: float, interval: float, slots: int) -> None:
+        """A new budget, interval or concurrency (a reload): the level and a pause carry over."""
+        self._rate = refill_rate(per_window, interval)
+        self._capacity = bucket_size(per_window, interval)
         self._slots = slots
         if self._level is not None:
             self._level = min(self._level, self._capacity)
 
-    async def acquire(self, kind: RequestKind, deadline: float | None) -> float:
-        """Wait for this request's turn; the loop time it was let go."""
+    async def acquire(
+        self, kind: RequestKind, deadline: float | None, *, resend: bool = False
+    ) -> float:
+        """Wait for this request's turn; the loop time it was let go. An optional request or a
+        re-send gives up at `deadline`."""
         loop = asyncio.get_running_loop()
         if deadline is not None and self.paused_until > deadline:
             raise self._refusal(kind, loop.time())
         waiter = _Waiter(
-            PRIORITY[kind], next(self._order), kind, deadline, loop.time(), loop.create_future()
+            PRIORITY[kind],
+            math.inf if deadline is None else deadline,
+            next(self._order),
+            kind,
+            loop.time(),
+            loop.create_future(),
         )
         heapq.heappush(self._queue, waiter)
         self._dispatch()
         try:
-            if kind is RequestKind.LOGS and deadline is not None:
+            if (kind is RequestKind.LOGS or resend) and deadline is not None:
                 async with asyncio.timeout_at(deadline):
                     granted = await waiter.granted
             else:
                 granted = await waiter.granted
         except TimeoutError:
             self._give_back(waiter)
+            if resend:
+                raise NoTurnInTime from None
             self._metrics.requests_skipped.labels(kind.value).inc()
             raise RequestSkipped from None
         except BaseException:
@@ -366,6 +470,32 @@ class _PriorityBucket:
         return RefusedByPause(self.paused_until - now)
 
 
+class ResendRate:
+    """Re-sends per first try of required requests over the last 15 minutes (loop time), in
+    one-second buckets: memory stays bounded however many requests there are."""
+
+    def __init__(self) -> None:
+        self._buckets: deque[list[float]] = deque()  # [second, first tries, re-sends]
+        self._first = 0
+        self._resent = 0
+
+    def add(self, now: float, resend: bool) -> None:
+        second = float(int(now))
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append([second, 0, 0])
+        self._buckets[-1][2 if resend else 1] += 1
+        self._resent += resend
+        self._first += not resend
+        while self._buckets and self._buckets[0][0] <= now - MUDBASE_WINDOW:
+            _, first, resent = self._buckets.popleft()
+            self._first -= int(first)
+            self._resent -= int(resent)
+
+    def rate(self) -> float:
+        """0 until enough first tries were seen to tell."""
+        return self._resent / self._first if self._first >= MIN_MEASURED else 0.0
+
+
 class RequestPlanner:
     """The budget's one owner: the plan of a round, and every request's turn."""
 
@@ -380,10 +510,14 @@ class RequestPlanner:
         change_driven_logs: bool = True,
     ) -> None:
         self._metrics = metrics
-        self._bucket = _PriorityBucket(budget, concurrency, metrics)
+        self._bucket = _PriorityBucket(budget, interval, concurrency, metrics)
         self._credit: dict[str, float] = {}
+        self._resends = ResendRate()
+        self._list_latency = 0.0  # seconds, a running estimate
         demand = Demand(pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs)
-        self.plan = make_plan(demand, interval, budget)  # the planner's whole state of a round
+        # the planner's whole state of a round
+        self.plan = make_plan(demand, interval, budget, Conditions(concurrency))
+        self._announced = self.plan.interval  # the interval last logged
         self._publish_plan()
 
     def __repr__(self) -> str:
@@ -401,11 +535,12 @@ class RequestPlanner:
         change_driven_logs: bool = True,
     ) -> None:
         """A (re)loaded configuration; the bucket's level and a pause carry over."""
-        self._bucket.configure(budget, concurrency)
+        self._bucket.configure(budget, interval, concurrency)
         demand = replace(
             self.plan.demand, pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs
         )
-        self._replan(demand, interval, budget)
+        conditions = replace(self.plan.conditions, concurrency=concurrency)
+        self._replan(demand, conditions, interval, budget)
 
     def set_targets(self, listed: int, projects: Iterable[str]) -> None:
         """The listed functions and discovered projects this replica polls; projects already
@@ -442,37 +577,43 @@ class RequestPlanner:
         return self.plan.interval * POLL_DEADLINE_SHARE
 
     @property
-    def retry_window(self) -> float:
-        """Seconds after a poll's first try within which a retry may still be scheduled."""
-        return self.plan.interval * RETRY_DEADLINE_SHARE
+    def deadline_margin(self) -> float:
+        """Seconds before a poll's deadline at which its optional parts stop."""
+        return self.plan.interval * DEADLINE_MARGIN
 
     def _replan(
-        self, demand: Demand, interval: float | None = None, budget: float | None = None
+        self,
+        demand: Demand,
+        conditions: Conditions | None = None,
+        interval: float | None = None,
+        budget: float | None = None,
     ) -> None:
-        """The plan for a new demand (or configuration); the rest as it was."""
+        """The plan for a new demand, configuration or measurement; the rest as it was. A
+        change of the interval by more than the tolerance is logged, once."""
         previous = self.plan
         plan = make_plan(
             demand,
             previous.configured_interval if interval is None else interval,
             previous.budget if budget is None else budget,
+            previous.conditions if conditions is None else conditions,
         )
-        self.plan = plan
-        if plan.interval == previous.interval:
-            pass
-        elif (
-            plan.interval > previous.interval  # must: the round no longer fits
-            or not plan.stretched
-            or not math.isclose(plan.interval, previous.interval, rel_tol=STRETCH_TOLERANCE)
+        shrinks_a_little = plan.stretched and plan.interval < previous.interval
+        if shrinks_a_little and math.isclose(
+            plan.interval, previous.interval, rel_tol=STRETCH_TOLERANCE
         ):
+            plan = replace(plan, interval=previous.interval)  # not worth a change
+        self.plan = plan
+        if not math.isclose(plan.interval, self._announced, rel_tol=STRETCH_TOLERANCE):
+            self._announced = plan.interval
             log.warning(
                 "interval changed to keep every round within the request budget",
                 configured=round(plan.configured_interval, 1),
                 effective=round(plan.interval, 1),
-                required_per_round=plan.demand.required,
+                required_per_round=round(plan.required, 1),
+                resend_rate=round(plan.conditions.resend_rate, 3),
+                list_latency=round(plan.conditions.list_latency, 2),
                 budget_per_15m=round(plan.budget),
             )
-        else:  # shrinking a stretch by a few percent is not worth a change
-            self.plan = replace(plan, interval=previous.interval)
         self._publish_plan()
 
     def _publish_plan(self) -> None:
@@ -482,10 +623,29 @@ class RequestPlanner:
         for kind, per_15m in self.plan.per_15m().items():
             self._metrics.planned_requests.labels(kind.value).set(per_15m)
 
+    def _measured(self, kind: RequestKind, resend: bool, sent_at: float, now: float) -> None:
+        """A required request was answered (or failed): the re-send rate and, for a list
+        page, the latency, fed back into the plan when they moved."""
+        if kind not in REQUIRED:
+            return
+        self._resends.add(now, resend)
+        if kind is RequestKind.LIST:
+            self._list_latency += LATENCY_WEIGHT * (now - sent_at - self._list_latency)
+        planned = self.plan.conditions
+        rate, latency = self._resends.rate(), self._list_latency
+        moved = not (
+            math.isclose(rate, planned.resend_rate, abs_tol=0.005)
+            and math.isclose(latency, planned.list_latency, rel_tol=0.05, abs_tol=0.01)
+        )
+        if moved:  # else the plan stays, and so does the interval
+            measured = replace(planned, resend_rate=rate, list_latency=latency)
+            self._replan(self.plan.demand, measured)
+
     def logs_allowance(self, project: str, costs: Sequence[int]) -> int:
         """How many of a project's due logs requests (their costs in pages, most due first)
         it may send this round: its share of what the round leaves; unspent share carries
-        over to its next round, up to two rounds' worth (or one request's cost)."""
+        over to its next round, up to two rounds' worth (or one request's cost). The ones left
+        out wait for a later round: they are not skipped (nothing was lost)."""
         share = self.plan.logs_share(project)
         ceiling = max(2 * share, float(self.plan.demand.pages_per_poll))
         credit = min(self._credit.get(project, 0.0) + share, ceiling)
@@ -495,25 +655,28 @@ class RequestPlanner:
                 break
             granted, spent = granted + 1, spent + cost
         self._credit[project] = credit - spent
-        if granted < len(costs):
-            self._metrics.requests_skipped.labels(RequestKind.LOGS.value).inc(len(costs) - granted)
         return granted
 
     # -- every request's turn -------------------------------------------------------------
 
     @asynccontextmanager
-    async def turn(self, kind: RequestKind) -> AsyncIterator[float]:
-        """Wait for a request's turn (by priority, within the budget and the concurrency,
-        never during a pause); yields the loop time it was let go, its send time. An optional
-        request not let go a tenth of the interval before its poll's deadline is skipped."""
-        deadline = POLL_DEADLINE.get()
-        if kind is RequestKind.LOGS and deadline is not None:  # time left to be answered
-            deadline -= self.plan.interval * OPTIONAL_MARGIN
-        sent_at = await self._bucket.acquire(kind, deadline)
+    async def turn(self, kind: RequestKind, *, resend: bool = False) -> AsyncIterator[float]:
+        """Wait for a request's turn (by priority, then its poll's deadline, within the
+        budget and the concurrency, never during a pause); yields the loop time it was let
+        go, its send time. `resend`: a retry, or a second try after a 401. An optional request
+        not let go a tenth of the interval before its poll's deadline is skipped, a re-send
+        then gives up (`NoTurnInTime`); a login or refresh waits whatever the poll that needed
+        it."""
+        deadline = None if kind is RequestKind.AUTH else POLL_DEADLINE.get()
+        if (kind is RequestKind.LOGS or resend) and deadline is not None:  # time to be answered
+            deadline -= self.deadline_margin
+        sent_at = await self._bucket.acquire(kind, deadline, resend=resend)
         try:
             yield sent_at
         finally:
             self._bucket.release()
+        # answered (a request cut off by its deadline says nothing of Mudbase's latency)
+        self._measured(kind, resend, sent_at, asyncio.get_running_loop().time())
 
     def rate_limited(self, retry_after: float | None) -> None:
         """Mudbase answered 429: pause every request, as long as it said or by the backoff."""
@@ -524,10 +687,6 @@ class RequestPlanner:
 
     def answered(self, sent_at: float) -> None:
         self._bucket.answered(sent_at)
-
-    def paused_for(self) -> float:
-        """Seconds until requests may go again (0 when not paused)."""
-        return max(0.0, self._bucket.paused_until - asyncio.get_running_loop().time())
 
     def pause_end(self) -> float | None:
         """The Unix time at which the current 429 pause ends; None when there is none. Any
@@ -549,9 +708,10 @@ def projected_plan(
     *,
     pages_per_poll: int,
     change_driven_logs: bool = True,
+    concurrency: int = 8,
 ) -> Plan:
-    """The plan a configuration starts with (each discovered project one page until listed):
-    what `--config.check` prints and the exporter starts from."""
+    """The plan a configuration starts with (each discovered project one page until listed,
+    nothing measured yet): what `--config.check` prints and the exporter starts from."""
     projects = dict.fromkeys(discovered, ProjectSize())
     demand = Demand(listed, pages_per_poll, projects, change_driven_logs)
-    return make_plan(demand, interval, budget)
+    return make_plan(demand, interval, budget, Conditions(concurrency))

@@ -6,16 +6,25 @@ then polls exactly once per interval, so no function waits longer than an interv
 included. Every request asks the request planner for its turn (`exporter.planner`); the planner
 also says the interval, each poll's deadline, and how many change-driven logs requests a
 discovered project may send this round. Results go into the state store.
+
+A listing reads its first page, which tells how many there are, then the others concurrently
+(the planner paces them). What the pages that answered carry is published even when others
+failed or the deadline came first; the functions of the pages missing are marked down.
+
+The poller outlives reloads, like the planner: a new configuration changes its client and
+settings, and its schedule (each task's next poll) and memory (when each discovered function's
+logs were last fetched, and its stats then) carry over.
 """
 
 import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 
 from exporter.client import MudbaseClient
-from exporter.config import ID_PATTERN
+from exporter.config import ID_PATTERN, KEEP_VALUES_INTERVALS
 from exporter.errors import PollError, Reason
 from exporter.executions import PAGE_SIZE, ExecutionTotals, page_limit
 from exporter.logs import get_logger
@@ -30,12 +39,47 @@ from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore, TargetState
 from exporter.supervision import Loop
 from exporter.targets import FunctionInfo, FunctionSettings, ProjectSelector, Shard, TargetKey
-from exporter.upstream import FunctionStats, FunctionSummary
+from exporter.upstream import FunctionPage, FunctionStats, FunctionSummary
 
 log = get_logger("exporter.poller")
 
 MAX_LIST_PAGES = 1000  # 100,000 functions in one project: beyond that, shard
-EXTRA_PAGES_MARGIN = 0.1  # of the interval: older logs pages stop this long before the deadline
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """What the configuration says about polling, beside the targets and the budget."""
+
+    stale_after: float | None = None  # None: KEEP_VALUES_INTERVALS effective intervals
+    max_age: float = 600.0
+    logs_for_changes: bool = True
+    execution_metrics: bool = True
+    execution_pages: int = 1
+
+
+@dataclass
+class _Listing:
+    """A listing's pages as they answered, and why the others did not."""
+
+    pages: int = 1
+    answered: dict[int, FunctionPage] | None = None
+    failure: tuple[Reason, str] | None = None
+    own_error: bool = True
+    begun: float = 0.0  # loop time
+    deadline: asyncio.Timeout | None = None
+
+    @property
+    def summaries(self) -> list[FunctionSummary]:
+        answered = self.answered or {}
+        return [s for page in sorted(answered) for s in answered[page].functions]
+
+    @property
+    def complete(self) -> bool:
+        return self.answered is not None and len(self.answered) == self.pages
+
+    def failed(self, reason: Reason, detail: str, *, own_error: bool = True) -> None:
+        if self.failure is None or (own_error and not self.own_error):  # its own first
+            self.failure, self.own_error = (reason, detail), own_error
 
 
 def next_due(due: float, interval: float, now: float) -> float:
@@ -54,34 +98,32 @@ class Poller:
         state: StateStore,
         metrics: ExporterMetrics,
         planner: RequestPlanner,
+        settings: PollSettings | None = None,
         *,
-        keep_values_for: float,
-        max_age: float = 600.0,
         shard: Shard | None = None,
-        logs_for_changes: bool = True,
-        execution_metrics: bool = True,
-        execution_pages: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._state = state
         self._metrics = metrics
         self._planner = planner
-        self._keep_values_for = keep_values_for
-        self._clock = clock
-        self._max_age = max_age
+        self._settings = settings or PollSettings()
+        self._clock = clock  # Unix time, for the timestamps published; durations: loop time
         self._shard = shard or Shard()
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
         self._project_tasks: dict[str, asyncio.Task[None]] = {}
         self._selectors: dict[str, ProjectSelector] = {}
         self._seen: dict[TargetKey, tuple[object, ...]] = {}  # stats when logs were last fetched
-        self._logs_at: dict[TargetKey, float] = {}
+        self._logs_at: dict[TargetKey, float] = {}  # loop time of the last logs request
         self._background: set[asyncio.Task[None]] = set()
         self._logs_in_flight: set[TargetKey] = set()  # one change-driven logs task a function
-        self._logs_enabled = logs_for_changes
-        self._execution_metrics = execution_metrics
-        self._execution_pages = execution_pages
         self._failing_projects: dict[str, Reason] = {}
+
+    def configure(self, client: MudbaseClient, settings: PollSettings) -> None:
+        """A reloaded configuration: its client and settings, for the requests from now on;
+        the schedule and what the poller remembers stay."""
+        self._client = client
+        self._settings = settings
 
     def apply(
         self,
@@ -91,8 +133,7 @@ class Poller:
         """Poll exactly these functions and projects: start new ones, stop removed ones."""
         self._selectors = {p.project: p for p in self._shard.own_projects(projects)}
         for key in [k for k in self._seen if k.project not in self._selectors]:
-            self._seen.pop(key, None)
-            self._logs_at.pop(key, None)
+            self._forget(key)
         self._state.set_targets(targets, discovered_projects=list(self._selectors))
         self._planner.set_targets(len(targets), self._selectors)
         for key in set(self._tasks) - set(targets):
@@ -101,13 +142,14 @@ class Poller:
             self._project_tasks.pop(project).cancel()
         # projects first: their listings carry every discovered function's stats
         wanted: list[TargetKey | str] = [*sorted(self._selectors), *sorted(targets)]
+        new = [t for t in wanted if t not in self._tasks and t not in self._project_tasks]
         spread, start = self._planner.plan.spread, asyncio.get_running_loop().time()
-        for index, target in enumerate(wanted):
-            first = start + spread * index / len(wanted)
-            if isinstance(target, str) and target not in self._project_tasks:
+        for index, target in enumerate(new):
+            first = start + spread * index / len(new)
+            if isinstance(target, str):
                 poll = partial(self.poll_project, target)
                 self._project_tasks[target] = self._every_interval(poll, first, Loop.LIST, target)
-            elif isinstance(target, TargetKey) and target not in self._tasks:
+            else:
                 self._tasks[target] = self._every_interval(
                     partial(self.poll_once, target), first, Loop.POLL, str(target)
                 )
@@ -150,53 +192,78 @@ class Poller:
 
     async def poll_project(self, project: str) -> None:
         """List the project (one request per 100 functions) and publish every function's stats
-        from it; fetch the logs only of functions that changed, or not fetched for max_age."""
+        from the pages that answered; fetch the logs only of functions that changed, or not
+        fetched for max_age."""
         selector = self._selectors.get(project)
         if selector is None:
             return
-        started, begun = time.monotonic(), asyncio.get_running_loop().time()
+        started = time.monotonic()
+        listing = _Listing()
         try:
-            async with asyncio.timeout(self._start_deadline()) as deadline:
-                summaries = await self._list(project, deadline, begun)
-            self._publish(selector, summaries)
-        except RefusedByPause as err:
-            self._project_failed(project, err.reason, err.detail, own_error=False)
-        except PollError as err:
-            self._project_failed(project, err.reason, err.detail)
-        except TimeoutError:
-            self._project_failed(project, Reason.TIMEOUT, "listing exceeded its deadline")
+            await self._list(project, listing)
+            if listing.answered is None:  # not even the first page
+                reason, detail = listing.failure or (Reason.INTERNAL, "no page")
+                self._project_failed(project, reason, detail, own_error=listing.own_error)
+            else:
+                self._publish(selector, listing)
         except Exception as err:  # a bug must not stop the other projects
             self._metrics.loop_errors.caught(Loop.LIST, err, target=project)
             self._project_failed(project, Reason.INTERNAL, type(err).__name__)
         finally:
             self._metrics.poll_duration.observe(time.monotonic() - started)
 
-    async def _list(
-        self, project: str, deadline: asyncio.Timeout, begun: float
-    ) -> list[FunctionSummary]:
-        summaries: list[FunctionSummary] = []
-        page, pages = 1, 1
-        while page <= pages:
-            answer = await self._client.function_page(project, page)
-            summaries += answer.functions
-            pages = min(answer.total_pages, MAX_LIST_PAGES)
-            if page == 1:  # the listing's size is known now: the planner replans at once,
-                self._planner.project_listed(project, pages)  # and a stretch stretches this
-                self._extend_deadline(deadline, begun)
-            page += 1
-        return summaries
+    async def _list(self, project: str, listing: _Listing) -> None:
+        """Read the listing's pages into `listing`: the first, then the others at once (each
+        waits for its turn); a page's failure or the deadline ends only what is missing."""
+        listing.begun = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(self._start_deadline()) as listing.deadline:
+                first = await self._client.function_page(project, 1)
+                listing.pages = min(first.total_pages, MAX_LIST_PAGES)
+                listing.answered = {1: first}
+                # the listing's size is known now: the planner replans at once, and a stretch
+                # stretches this listing's deadline
+                self._planner.project_listed(project, listing.pages)
+                self._extend_deadline(listing)
+                pages = range(2, listing.pages + 1)
+                await asyncio.gather(*(self._page(project, n, listing) for n in pages))
+        except RefusedByPause as err:
+            listing.failed(err.reason, err.detail, own_error=False)
+        except PollError as err:
+            listing.failed(err.reason, err.detail)
+        except TimeoutError:
+            listing.failed(Reason.TIMEOUT, "listing exceeded its deadline")
 
-    def _extend_deadline(self, deadline: asyncio.Timeout, begun: float) -> None:
-        """A listing found bigger than planned gets the deadline of the stretched interval."""
-        current, extended = deadline.when(), begun + self._planner.poll_deadline
-        if current is not None and extended > current:
+    async def _page(self, project: str, page: int, listing: _Listing) -> None:
+        try:
+            answer = await self._client.function_page(project, page)
+        except RefusedByPause as err:
+            listing.failed(err.reason, err.detail, own_error=False)
+        except PollError as err:
+            listing.failed(err.reason, err.detail)
+        else:
+            assert listing.answered is not None
+            listing.answered[page] = answer
+            self._extend_deadline(listing)  # its latency may have stretched the interval
+
+    def _extend_deadline(self, listing: _Listing) -> None:
+        """A listing found bigger or slower than planned gets the deadline of the stretched
+        interval (pages already waiting for their turn keep the deadline they were queued
+        with: it orders them, and a 429 pause that outlasts it refuses them)."""
+        deadline = listing.deadline
+        current = deadline.when() if deadline is not None else None
+        extended = listing.begun + self._planner.poll_deadline
+        if deadline is not None and current is not None and extended > current:
             deadline.reschedule(extended)
             POLL_DEADLINE.set(extended)
 
-    def _publish(self, selector: ProjectSelector, summaries: list[FunctionSummary]) -> None:
+    def _publish(self, selector: ProjectSelector, listing: _Listing) -> None:
+        """Every function the answered pages carry, published; with pages missing, the
+        project's other known functions are down (their stats are not known this round) and
+        none of them counts as gone."""
         project = selector.project
         found: dict[TargetKey, FunctionSummary] = {}
-        for summary in summaries:
+        for summary in listing.summaries:
             key = TargetKey(project, summary.id)
             if not ID_PATTERN.match(summary.id):
                 log.debug("ignoring a function ID that is not a plain ID", target=str(key))
@@ -208,16 +275,41 @@ class Poller:
                 key: (selector.settings, FunctionInfo(s.name, s.trigger_type, s.active))
                 for key, s in found.items()
             },
+            complete=listing.complete,
         )
         for key in gone:
             self._forget(key)
-        self._planner.project_listed(project, functions=len(found))
         self._metrics.targets.set(self._state.count())
         now = self._clock()
         for key, summary in found.items():
             self._state.record_success(key, summary.stats, now, self._listed_totals(key, summary))
-        self._project_recovered(project)
-        self._fetch_changed_logs(project, found, now)
+        if listing.complete:
+            self._planner.project_listed(project, functions=len(found))
+            self._project_recovered(project)
+        else:
+            self._listing_incomplete(project, listing, found)
+        self._fetch_changed_logs(project, found)
+
+    def _listing_incomplete(
+        self, project: str, listing: _Listing, found: Mapping[TargetKey, FunctionSummary]
+    ) -> None:
+        reason, detail = listing.failure or (Reason.INTERNAL, "pages missing")
+        self._metrics.poll_errors.labels(reason.value).inc()
+        missing = [k for k in self._state.keys_of(project) if k not in found]
+        answered = len(listing.answered or {})
+        previous = self._failing_projects.get(project)
+        self._failing_projects[project] = reason
+        level = log.warning if previous != reason else log.debug
+        level(
+            "listing incomplete: the functions of the pages that answered are published",
+            project=project,
+            pages_answered=f"{answered}/{listing.pages}",
+            reason=reason.value,
+            detail=detail,
+            functions_down=len(missing),
+        )
+        for key in missing:
+            self._record_failure(key, reason, detail, listing.own_error)
 
     def _forget(self, key: TargetKey) -> None:
         self._seen.pop(key, None)
@@ -226,7 +318,10 @@ class Poller:
     def _listed_totals(self, key: TargetKey, summary: FunctionSummary) -> ExecutionTotals | None:
         """Before its first logs answer, a discovered function's executions are counted from
         its listings as unobserved, so a function never fetched shows as a coverage gap."""
-        if not (self._execution_metrics and self._logs_enabled) or key in self._logs_in_flight:
+        settings = self._settings
+        if not (settings.execution_metrics and settings.logs_for_changes) or (
+            key in self._logs_in_flight
+        ):
             return None
         totals = self._executions_of(key)
         total = summary.stats.total_executions
@@ -234,21 +329,20 @@ class Poller:
             return ExecutionTotals.watching(total)
         return None if totals.placed else totals.listed(total)
 
-    def _fetch_changed_logs(
-        self, project: str, found: Mapping[TargetKey, FunctionSummary], now: float
-    ) -> None:
+    def _fetch_changed_logs(self, project: str, found: Mapping[TargetKey, FunctionSummary]) -> None:
         """Logs only where the listed stats moved (or max_age passed), oldest first, as many
         as the planner allows this project this round. The stats themselves come from the
         list; a logs request is optional and never marks a function down."""
-        if not self._logs_enabled:
+        if not self._settings.logs_for_changes:
             return
+        now = asyncio.get_running_loop().time()
         due = [
             key
             for key, summary in found.items()
             if key not in self._logs_in_flight
             and (
                 self._seen.get(key) != _fingerprint(summary.stats)
-                or now - self._logs_at.get(key, -math.inf) >= self._max_age
+                or now - self._logs_at.get(key, -math.inf) >= self._settings.max_age
             )
         ]
         due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
@@ -271,7 +365,7 @@ class Poller:
         now = asyncio.get_running_loop().time()
         if poll_deadline is None:
             return now + self._planner.poll_deadline
-        return poll_deadline - self._planner.interval * EXTRA_PAGES_MARGIN
+        return poll_deadline - self._planner.deadline_margin
 
     def _logs_done(self, key: TargetKey, _: asyncio.Task[None]) -> None:
         self._logs_in_flight.discard(key)
@@ -284,10 +378,10 @@ class Poller:
         """Logs pages worth fetching for a function, known from its listed total: enough for
         its new executions, at most the configured pages per poll."""
         totals = self._executions_of(key)
-        if not self._execution_metrics or totals is None or not totals.placed:
+        if not self._settings.execution_metrics or totals is None or not totals.placed:
             return 1
         expected = totals.expected_new(listed_total) or 0
-        return max(1, min(self._execution_pages, math.ceil(expected / PAGE_SIZE)))
+        return max(1, min(self._settings.execution_pages, math.ceil(expected / PAGE_SIZE)))
 
     async def _optional_logs(self, key: TargetKey, pages: int, listed_total: int | None) -> None:
         """A change-driven logs request: its executions are counted; a failure is counted and
@@ -343,7 +437,11 @@ class Poller:
         try:
             async with asyncio.timeout(self._start_deadline()):
                 stats, executions = await self._logs(
-                    key, self._executions_of(key), self._execution_pages, None, RequestKind.POLL
+                    key,
+                    self._executions_of(key),
+                    self._settings.execution_pages,
+                    None,
+                    RequestKind.POLL,
                 )
         except RefusedByPause as err:
             self._failed(key, err.reason, err.detail, own_error=False)
@@ -371,7 +469,7 @@ class Poller:
         to `pages` pages (one request each). The first answer of a function only places its
         execution cursor (one execution asked for)."""
         fetch = partial(self._client.function_logs, key.project, key.function, kind=kind)
-        if not self._execution_metrics:
+        if not self._settings.execution_metrics:
             return (await fetch()).stats, None
         if totals is None or not totals.placed:
             first = await fetch()
@@ -412,11 +510,19 @@ class Poller:
             key,
             reason.value,
             self._clock(),
-            keep_values_for=max(self._keep_values_for, 3 * self._planner.interval),
+            keep_values_for=self._keep_values_for(),
             drop_values=reason is Reason.NOT_FOUND,
             detail=detail,
             own_error=own_error,
         )
+
+    def _keep_values_for(self) -> float:
+        """How long a failing function's values stay: `stale_after` exactly, or by default
+        KEEP_VALUES_INTERVALS of the effective (perhaps stretched) interval."""
+        stale_after = self._settings.stale_after
+        if stale_after is not None:
+            return stale_after
+        return KEEP_VALUES_INTERVALS * self._planner.interval
 
     def _failed(
         self, key: TargetKey, reason: Reason, detail: str, *, own_error: bool = True

@@ -11,7 +11,11 @@ token revokes the session. So:
   per-15-minute limits (20 and 60), so that, burst and drip together, no 15-minute window ever
   holds more than the limit, even when every target fails at once; a poll that would exceed
   the budget fails as `auth` without calling Mudbase;
-- after a failed login, no new login for `LOGIN_BACKOFF` seconds;
+- after a failed login, no new login for `LOGIN_BACKOFF` seconds, and a failed renewal is
+  answered again to every poll for `RENEW_BACKOFF` seconds (durations on the event loop's
+  monotonic clock: a step of the wall clock neither shortens nor stalls them);
+- every login and refresh also takes its turn from the request planner, like every other
+  request to Mudbase, so the request budget counts them;
 - the token is renewed on a timer (`keep_fresh`), not only when a poll asks for it: with polls
   further apart than the refresh margin it would otherwise lapse between them.
 """
@@ -19,7 +23,8 @@ token revokes the session. So:
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import httpx
 from aiolimiter import AsyncLimiter
@@ -29,6 +34,7 @@ from exporter.auth import jwt_expiry
 from exporter.client import RequestObserver, error_for_response
 from exporter.errors import PollError, Reason
 from exporter.logs import REDACTOR, get_logger
+from exporter.planner import RequestKind, RequestPlanner
 from exporter.supervision import Loop, LoopErrors
 
 log = get_logger("exporter.session")
@@ -55,6 +61,7 @@ class Session:
         on_request: RequestObserver | None = None,
         share: float = 1.0,
         clock: Callable[[], float] = time.time,
+        planner: RequestPlanner | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._email = email
@@ -62,7 +69,8 @@ class Session:
         self._http = http
         self._timeout = timeout
         self._on_request = on_request or (lambda endpoint, code: None)
-        self._clock = clock
+        self._clock = clock  # Unix time: the token's expiry
+        self._planner = planner
         self._renewal: asyncio.Task[None] | None = None
         # half the limit per window: a full bucket plus its drip stays within the limit; and
         # replicas behind one IP (shards) share the limit
@@ -165,12 +173,12 @@ class Session:
         A failure is remembered for RENEW_BACKOFF seconds and raised again to every poll that
         asks meanwhile, so that a thousand failing polls cost one call to the auth endpoints.
         """
-        if self._failure is not None and self._clock() < self._failure[0]:
+        if self._failure is not None and _now() < self._failure[0]:
             raise self._failure[1]
         try:
             await self._refresh_or_login()
         except PollError as err:
-            self._failure = (self._clock() + RENEW_BACKOFF, err)
+            self._failure = (_now() + RENEW_BACKOFF, err)
             raise
         self._failure = None
 
@@ -192,7 +200,7 @@ class Session:
         await self._login()
 
     async def _login(self) -> None:
-        if self._clock() < self._login_blocked_until:
+        if _now() < self._login_blocked_until:
             raise PollError(Reason.AUTH, "login failed recently; waiting before the next try")
         if not self._logins.has_capacity():
             raise PollError(Reason.AUTH, "login budget used up (Mudbase allows 20 per 15 min)")
@@ -201,7 +209,7 @@ class Session:
         try:
             answer = await self._post("/api/auth/login", "login", body)
         except PollError:
-            self._login_blocked_until = self._clock() + LOGIN_BACKOFF
+            self._login_blocked_until = _now() + LOGIN_BACKOFF
             raise
         self._accept(answer)
         log.info("logged in", email=self._email, expires_in=round(self._lifetime))
@@ -220,7 +228,7 @@ class Session:
         self, path: str, endpoint: str, body: Mapping[str, object]
     ) -> dict[str, object]:
         try:
-            async with asyncio.timeout(self._timeout):
+            async with self._turn(), asyncio.timeout(self._timeout):
                 response = await self._http.post(f"{self._base_url}{path}", json=body)
         except httpx.ConnectTimeout:
             self._on_request(endpoint, "connection_error")
@@ -246,6 +254,15 @@ class Session:
             raise PollError(Reason.BAD_RESPONSE, f"{endpoint}: no token in the answer")
         return data
 
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """The planner's permission to send (none to ask without a planner)."""
+        if self._planner is None:
+            yield
+            return
+        async with self._planner.turn(RequestKind.AUTH):
+            yield
+
     def _accept(self, answer: dict[str, object]) -> None:
         token = str(answer["token"])
         refresh = answer.get("refreshToken")
@@ -259,6 +276,11 @@ class Session:
         self._expires_at = now + self._lifetime
         self._refresh_token = refresh if isinstance(refresh, str) and refresh else None
         REDACTOR.rotate("session", token, self._refresh_token or "")
+
+
+def _now() -> float:
+    """The event loop's monotonic clock, for durations."""
+    return asyncio.get_running_loop().time()
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:

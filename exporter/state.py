@@ -104,14 +104,20 @@ class StateStore:
             self._bump()
 
     def sync_project(
-        self, project: str, found: Mapping[TargetKey, tuple[FunctionSettings, FunctionInfo]]
+        self,
+        project: str,
+        found: Mapping[TargetKey, tuple[FunctionSettings, FunctionInfo]],
+        *,
+        complete: bool = True,
     ) -> list[TargetKey]:
-        """A complete listing of a project: add its new functions; drop the ones missing from
-        `ABSENT_LISTINGS_TO_REMOVE` listings in a row (one missing keeps its last values).
-        The removed keys."""
+        """A listing of a project: add its new functions; if it is `complete`, drop the ones
+        missing from `ABSENT_LISTINGS_TO_REMOVE` complete listings in a row (one missing keeps
+        its last values); a listing with pages missing says nothing of the absent ones. The
+        removed keys."""
         with self._lock:
             gone = []
-            for key in [k for k in self._targets if k.project == project and k not in found]:
+            absent = [k for k in self._targets if k.project == project and k not in found]
+            for key in absent if complete else []:
                 self._absent[key] = self._absent.get(key, 0) + 1
                 if self._absent[key] >= ABSENT_LISTINGS_TO_REMOVE:
                     del self._targets[key], self._absent[key]

@@ -5,6 +5,8 @@ configuration: the exporter starts from the same plan.
 """
 
 from exporter.config import (
+    KEEP_VALUES_INTERVALS,
+    Config,
     Credentials,
     LoadedConfig,
     LoginCredentials,
@@ -14,7 +16,7 @@ from exporter.config import (
 )
 from exporter.durations import format_duration
 from exporter.planner import (
-    FUNCTIONS_PER_LIST_PAGE,
+    LISTING_SHARE,
     MUDBASE_LIMIT,
     Plan,
     RequestKind,
@@ -22,6 +24,7 @@ from exporter.planner import (
     shard_budget,
 )
 from exporter.targets import Shard, TargetKey
+from exporter.upstream import LIST_PAGE_SIZE
 
 SHOWN = 10  # function IDs shown per project
 
@@ -39,6 +42,7 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
         budget,
         pages_per_poll=pages_per_poll,
         change_driven_logs=loaded.change_driven_logs,
+        concurrency=config.concurrency,
     )
     retries = config.mudbase.retries
     credentials = describe_credentials(loaded.credentials)
@@ -48,7 +52,7 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
         f"timeout {format_duration(config.mudbase.timeout)}, "
         f"{retries} {'retry' if retries == 1 else 'retries'}",
         f"  interval {format_duration(config.interval)}, concurrency {config.concurrency}, "
-        f"last values kept {format_duration(config.keep_values_for)} after a failure",
+        f"last values kept {_kept(config)} after a failure",
         f"  {_what(len(keys), len({k.project for k in keys}), len(discovered))}"
         + (f", shard {shard.index} of {shard.total}:" if shard.total > 1 else ":"),
         *_target_lines(config.targets, shard),
@@ -64,6 +68,12 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
             "shard"
         )
     return "\n".join(lines)
+
+
+def _kept(config: Config) -> str:
+    if config.stale_after is not None:
+        return format_duration(config.stale_after)
+    return f"{KEEP_VALUES_INTERVALS} intervals"
 
 
 def _what(listed: int, listed_projects: int, discovered: int) -> str:
@@ -105,7 +115,7 @@ def _plan_lines(plan: Plan, pages_per_poll: int) -> list[str]:
     if plan.demand.projects:
         lines += [
             f"    list pages: at least {per_15m[RequestKind.LIST]:.0f} (one per "
-            f"{FUNCTIONS_PER_LIST_PAGE} functions of each discovered project, known once listed)",
+            f"{LIST_PAGE_SIZE} functions of each discovered project, known once listed)",
             f"    change-driven logs requests: up to {per_15m[RequestKind.LOGS]:.0f} (what the "
             "required requests leave of the budget, less a fifth of headroom)",
         ]
@@ -120,8 +130,8 @@ def _discovery_lines(plan: Plan, max_age: float) -> list[str]:
         "logs only for functions that changed (at least every "
         f"{format_duration(max_age)}), with what the budget leaves",
         f"    at the configured interval and budget the listings fit up to about {in_all} "
-        f"discovered functions ({in_one} in one project, whose listing must end within 80% of "
-        "the interval); beyond that the interval stretches at run time",
+        f"discovered functions ({in_one} in one project, whose listing is planned to end within "
+        f"{LISTING_SHARE:.0%} of the interval); beyond that the interval stretches at run time",
     ]
 
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+LIST_PAGE_SIZE = 100  # the list endpoint's maximum `limit`: one request answers for 100 functions
+
 
 class UpstreamFormatError(ValueError):
     """The body is not the JSON shape Mudbase documents."""

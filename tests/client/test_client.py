@@ -24,7 +24,13 @@ from pydantic import SecretStr
 from exporter.auth import Credential, FileToken, StaticToken
 from exporter.client import MudbaseClient, RetryPolicy
 from exporter.errors import PollError, Reason
-from exporter.planner import POLL_DEADLINE, UNHINTED_PAUSE, RequestPlanner
+from exporter.planner import (
+    POLL_DEADLINE,
+    UNHINTED_PAUSE,
+    RequestKind,
+    RequestPlanner,
+    refill_rate,
+)
 from exporter.selfmetrics import ExporterMetrics
 from exporter.upstream import FunctionStats
 
@@ -34,7 +40,7 @@ NEW_TOKEN = "tok-rotated-47b1e2"
 PROJECT = "proj-1"
 FUNCTION = "fn-1"
 LOGS_URL = f"{BASE}/api/functions/projects/{PROJECT}/functions/{FUNCTION}/logs"
-RETRY = RetryPolicy(attempts=3, initial_backoff=0.1, max_wait=10, deadline=60)
+RETRY = RetryPolicy(attempts=3, initial_backoff=0.1, max_wait=10)
 
 
 LAST_RUN_ISO = "2024-05-01T12:00:00.000Z"
@@ -129,9 +135,14 @@ def make(
     return Harness(client, sleep, seen)
 
 
+async def stats_of(client: MudbaseClient, project: str, function: str) -> FunctionStats:
+    """A function's stats from its logs endpoint, as a poll asks for them."""
+    return (await client.function_logs(project, function)).stats
+
+
 async def poll_error(harness: Harness) -> PollError:
     with pytest.raises(PollError) as info:
-        await harness.client.function_stats(PROJECT, FUNCTION)
+        await stats_of(harness.client, PROJECT, FUNCTION)
     return info.value
 
 
@@ -153,7 +164,7 @@ async def test_200_in_either_dialect_gives_stats(
         with respx.mock() as router:
             route = router.get(LOGS_URL).respond(200, json=body)
             h = make(http)
-            stats = await h.client.function_stats(PROJECT, FUNCTION)
+            stats = await stats_of(h.client, PROJECT, FUNCTION)
     assert stats == expected
     assert route.call_count == 1
     request = route.calls.last.request
@@ -169,7 +180,7 @@ async def test_ids_are_url_encoded_in_the_path() -> None:
         with respx.mock() as router:
             route = router.get(url__startswith=BASE).respond(200, json=DOCS_BODY)
             h = make(http)
-            await h.client.function_stats("team a/b", "fn?x#1")
+            await stats_of(h.client, "team a/b", "fn?x#1")
     assert route.call_count == 1
     assert route.calls.last.request.url.raw_path == (
         b"/api/functions/projects/team%20a%2Fb/functions/fn%3Fx%231/logs?limit=1"
@@ -187,7 +198,7 @@ async def test_503_then_200_is_retried_once() -> None:
                 side_effect=[httpx.Response(503), httpx.Response(200, json=DOCS_BODY)]
             )
             h = make(http)
-            stats = await h.client.function_stats(PROJECT, FUNCTION)
+            stats = await stats_of(h.client, PROJECT, FUNCTION)
     assert stats == DOCS_STATS
     assert route.call_count == 2
     assert len(h.sleep.delays) == 1
@@ -206,7 +217,7 @@ async def _sleep_after_429(headers: dict[str, str], body: dict[str, Any] | None)
                 ]
             )
             h = make(http)
-            assert await h.client.function_stats(PROJECT, FUNCTION) == DOCS_STATS
+            assert await stats_of(h.client, PROJECT, FUNCTION) == DOCS_STATS
     assert route.call_count == 2
     assert h.seen.calls == [("logs", "429"), ("logs", "200")]
     return h.sleep.delays
@@ -277,12 +288,12 @@ async def test_persistent_500_gives_up_after_attempts() -> None:
 
 
 @pytest.mark.asyncio
-async def test_deadline_stops_retries_before_sleeping() -> None:
-    policy = RetryPolicy(attempts=3, initial_backoff=0.1, max_wait=10, deadline=0.0001)
+async def test_no_retry_is_scheduled_past_the_polls_deadline() -> None:
+    POLL_DEADLINE.set(asyncio.get_running_loop().time() + 4)  # the Retry-After would end later
     async with httpx.AsyncClient() as http:
         with respx.mock() as router:
             route = router.get(LOGS_URL).respond(429, headers={"Retry-After": "5"})
-            h = make(http, retry=policy)
+            h = make(http)
             err = await poll_error(h)
     assert err.reason is Reason.RATE_LIMITED
     assert err.retry_after == 5.0
@@ -346,7 +357,7 @@ async def test_401_with_rotated_token_file_retries_with_new_token(tmp_path: Path
         with respx.mock() as router:
             route = router.get(LOGS_URL).mock(side_effect=rotate_then_check)
             h = make(http, auth=FileToken(token_file, SecretStr(TOKEN)))
-            stats = await h.client.function_stats(PROJECT, FUNCTION)
+            stats = await stats_of(h.client, PROJECT, FUNCTION)
     assert stats == DOCS_STATS
     assert route.call_count == 2
     assert [bearer(call.request) for call in route.calls] == [
@@ -406,7 +417,7 @@ async def test_transport_error_then_200_recovers() -> None:
                 side_effect=[httpx.ConnectError("refused"), httpx.Response(200, json=DOCS_BODY)]
             )
             h = make(http)
-            stats = await h.client.function_stats(PROJECT, FUNCTION)
+            stats = await stats_of(h.client, PROJECT, FUNCTION)
     assert stats == DOCS_STATS
     assert route.call_count == 2
     assert len(h.sleep.delays) == 1
@@ -473,7 +484,7 @@ async def test_echoed_token_never_reaches_the_error_message(status: int, field: 
 
 def planned_client(http: httpx.AsyncClient, planner: RequestPlanner) -> MudbaseClient:
     """A client with no retries, sharing `planner`."""
-    retry = RetryPolicy(attempts=1, initial_backoff=0.1, max_wait=10, deadline=60)
+    retry = RetryPolicy(attempts=1, initial_backoff=0.1, max_wait=10)
     return MudbaseClient(
         BASE, StaticToken(SecretStr(TOKEN)), http, retry=retry, timeout=5, planner=planner
     )
@@ -501,8 +512,8 @@ async def test_a_429_pauses_requests_for_every_function() -> None:
             router.get(url__regex=r".*/logs").mock(side_effect=record)
             client = planned_client(http, roomy_planner())
             with pytest.raises(PollError):
-                await client.function_stats(PROJECT, "first")
-            await client.function_stats(PROJECT, "second")
+                await stats_of(client, PROJECT, "first")
+            await stats_of(client, PROJECT, "second")
     (_, limited_at), (function, sent_at) = sent
     assert function == "second"
     assert sent_at - limited_at == 7
@@ -525,12 +536,12 @@ async def test_a_429_without_retry_after_pauses_everyone_longer_while_it_repeats
             client = planned_client(http, roomy_planner())
             for function in ("first", "second", "third", "fourth", "fifth"):
                 with contextlib.suppress(PollError):
-                    await client.function_stats(PROJECT, function)
+                    await stats_of(client, PROJECT, function)
     gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
     assert gaps[:2] == [UNHINTED_PAUSE, 2 * UNHINTED_PAUSE]  # a second 429 in a row doubles
     # the third request was let go when the pause ended and answered (the fourth followed at
     # the budget's pace, 1/111 s): the backoff starts over
-    assert gaps[2:] == [pytest.approx(900 / 100_000), UNHINTED_PAUSE]
+    assert gaps[2:] == [pytest.approx(1 / refill_rate(100_000, 60), abs=1e-5), UNHINTED_PAUSE]
 
 
 @pytest.mark.asyncio
@@ -559,7 +570,31 @@ async def test_a_retry_refused_by_a_pause_fails_with_the_functions_own_answer() 
                 planner=planner,
             )
             with pytest.raises(PollError) as failed:
-                await client.function_stats(PROJECT, FUNCTION)
+                await stats_of(client, PROJECT, FUNCTION)
     assert (failed.value.reason, failed.value.status) == (Reason.SERVER_ERROR, 500)
     assert route.call_count == 1
     assert len(sleep.delays) <= 1  # at most the backoff before the retry the pause refused
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_retry_that_finds_no_turn_in_time_fails_with_the_functions_own_answer() -> None:
+    """A 503 at a full budget: the retry waits for its turn only until the last moment a
+    retry may start (a tenth of the interval before the poll's deadline), then the poll fails
+    with Mudbase's own answer, not as a timeout."""
+    loop = asyncio.get_running_loop()
+    planner = RequestPlanner(92, 60, 8, ExporterMetrics(CollectorRegistry()))  # 0.1 a second
+    async with planner.turn(RequestKind.POLL), planner.turn(RequestKind.POLL):
+        pass  # the bucket of two is empty: the next tokens come at 10 s and 20 s
+    POLL_DEADLINE.set(loop.time() + 21)  # no retry waits for its turn past 15 s
+    async with httpx.AsyncClient() as http:
+        with respx.mock() as router:
+            route = router.get(LOGS_URL).respond(503, json={"error": "down"})
+            client = MudbaseClient(
+                BASE, StaticToken(SecretStr(TOKEN)), http, retry=RETRY, timeout=5, planner=planner
+            )
+            with pytest.raises(PollError) as failed:
+                await stats_of(client, PROJECT, FUNCTION)  # its first try takes the 10 s token
+    assert (failed.value.reason, failed.value.status) == (Reason.SERVER_ERROR, 503)
+    assert route.call_count == 1
+    assert loop.time() == pytest.approx(15)  # the retry gave up waiting for the 20 s token

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
 from exporter.errors import PollError, Reason
-from exporter.session import LOGINS_PER_WINDOW, Session
+from exporter.session import LOGIN_BACKOFF, LOGINS_PER_WINDOW, Session
 from exporter.supervision import LoopErrors
 
 BASE = "https://mudbase.test"
@@ -116,19 +116,26 @@ async def test_failed_login_is_not_retried_by_every_poll() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.looptime
 async def test_login_budget_is_never_exceeded() -> None:
-    clock = Clock()
+    loop = asyncio.get_running_loop()
+    logins: list[float] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        logins.append(loop.time())
+        return httpx.Response(503, json={})
+
     async with httpx.AsyncClient() as http, respx.mock() as router:
-        login = router.post(f"{BASE}/api/auth/login").mock(
-            return_value=httpx.Response(503, json={})
-        )
-        auth = session(http, clock)
-        for _ in range(100):  # a login every minute, each failing
-            clock.now += 61
+        router.post(f"{BASE}/api/auth/login").mock(side_effect=refuse)
+        auth = session(http, Clock())
+        for _ in range(100):  # a poll every 61 s, past each failed login's 60 s backoff
+            await asyncio.sleep(61)
             with pytest.raises(PollError):
                 await auth.headers()
-        # the limiter runs on the loop's clock (no time passed): the bucket size caps the calls
-        assert login.call_count == LOGINS_PER_WINDOW // 2
+    assert len(logins) > LOGINS_PER_WINDOW  # the limiter, not the backoff, held them back
+    for first in logins:
+        in_window = [t for t in logins if first <= t < first + 15 * 60]
+        assert len(in_window) <= LOGINS_PER_WINDOW
 
 
 @pytest.mark.asyncio
@@ -174,6 +181,7 @@ async def test_a_failed_refresh_keeps_using_the_still_valid_token() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.looptime
 async def test_a_refresh_without_answer_is_followed_by_a_login_not_a_reused_token() -> None:
     clock = Clock()
     async with httpx.AsyncClient() as http, respx.mock() as router:
@@ -186,6 +194,7 @@ async def test_a_refresh_without_answer_is_followed_by_a_login_not_a_reused_toke
         clock.now += 80
         await auth.headers()  # the refresh got no answer: still tok-1 (valid for 20 s)
         clock.now += 30  # past RENEW_BACKOFF and past expiry
+        await asyncio.sleep(30)
         assert await auth.headers() == {"Authorization": "Bearer tok-7"}
         assert refresh.call_count == 1
         assert login.call_count == 2
@@ -230,3 +239,20 @@ async def test_a_bug_in_the_renewal_timer_is_counted_and_renewal_goes_on() -> No
     assert counter.labels("auth")._value.get() == 1
     assert refresh.call_count == 2  # tried again 5 s later, and renewed
     assert auth.expiry() == pytest.approx(75 + 100)
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_the_login_backoff_runs_on_the_event_loops_monotonic_clock() -> None:
+    """The wall clock stands still here, as it would for as long as a step backwards: a
+    failed login is tried again once LOGIN_BACKOFF has passed on the event loop's clock."""
+    async with httpx.AsyncClient() as http, respx.mock() as router:
+        login = router.post(f"{BASE}/api/auth/login").mock(
+            side_effect=[httpx.Response(503, json={}), issued(1)]
+        )
+        auth = session(http, Clock())
+        with pytest.raises(PollError):
+            await auth.headers()
+        await asyncio.sleep(LOGIN_BACKOFF + 1)
+        assert await auth.headers() == {"Authorization": "Bearer tok-1"}
+        assert login.call_count == 2

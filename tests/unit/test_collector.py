@@ -51,7 +51,9 @@ def build_state() -> StateStore:
         state.record_success(key, FULL, now=1000.0)
     state.record_success(SPARSE, FunctionStats(total_executions=7), now=1000.0)
     state.record_executions(HEALTHY, observed_executions(), replacing=None)
-    state.record_executions(FAILING, ExecutionTotals.start([], total=0), replacing=None)
+    state.record_executions(
+        FAILING, ExecutionTotals(placed=False).place([], total=0), replacing=None
+    )
     state.record_failure(FAILING, "server_error", 1100.0, keep_values_for=180, drop_values=False)
     state.record_failure(EXPIRED, "timeout", 1300.0, keep_values_for=180, drop_values=False)
     state.record_failure(DELETED, "not_found", 1010.0, keep_values_for=180, drop_values=True)
@@ -60,7 +62,9 @@ def build_state() -> StateStore:
 
 def observed_executions() -> ExecutionTotals:
     """Placed at 40 executions; then 2 more reported, and 4 new ones seen (the stats lag)."""
-    totals = ExecutionTotals.start([Execution("e0", moment(100), 0.1, True, "http", "trigger")], 40)
+    totals = ExecutionTotals(placed=False).place(
+        [Execution("e0", moment(100), 0.1, True, "http", "trigger")], 40
+    )
     seen = [
         Execution("e1", moment(101), 0.004, True, "http", "trigger"),
         Execution("e2", moment(102), 0.3, False, "http", "trigger"),
@@ -107,7 +111,7 @@ def test_a_render_after_changes_equals_a_fresh_render() -> None:
     first = renderer.render()
     assert first == FunctionRenderer(state).render()
     state.record_success(HEALTHY, FunctionStats(total_executions=43), now=2000.0)
-    state.record_executions(SPARSE, ExecutionTotals.start([], 7), replacing=None)
+    state.record_executions(SPARSE, ExecutionTotals(placed=False).place([], 7), replacing=None)
     state.set_targets([HEALTHY, SPARSE, PENDING])
     again = renderer.render()
     assert again != first

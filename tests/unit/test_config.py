@@ -119,7 +119,7 @@ def test_minimal_config_gets_defaults() -> None:
     assert config.mudbase.url == "https://cloud.mudbase.dev"
     assert config.interval == 60
     assert config.mudbase.timeout == 10
-    assert config.keep_values_for == 180
+    assert config.stale_after is None  # three (effective) intervals
     assert config.function_keys() == [("p", "f"), ("p", "g")]
     assert loaded.credentials == TokenCredentials(SecretStr("tok1"), "env")
 
@@ -157,7 +157,7 @@ def test_inline_token_wins_and_never_shows_in_repr() -> None:
     assert loaded.credentials == TokenCredentials(SecretStr("inline-secret-987"), "config")
     assert loaded.config.mudbase.url == "http://127.0.0.1:1"
     assert loaded.config.interval == 5400
-    assert loaded.config.keep_values_for == 7200
+    assert loaded.config.stale_after == 7200
     for text in (repr(loaded), str(loaded), repr(loaded.config), loaded.config.model_dump_json()):
         assert "inline-secret-987" not in text
 

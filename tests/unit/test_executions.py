@@ -9,11 +9,17 @@ from exporter.executions import (
     LOOKBACK,
     MAX_SEEN,
     ExecutionTotals,
+    Kind,
     NewExecutions,
-    kind_of,
     page_limit,
 )
 from exporter.upstream import Execution
+
+
+def kind_of(execution: Execution) -> Kind:
+    """The label values one execution is counted under."""
+    totals = ExecutionTotals(placed=False).place([], 0).advance([execution], 1)
+    return next(kind for kind, count in totals.counts.items() if count)
 
 
 def moment(seconds: float) -> datetime:
@@ -44,7 +50,7 @@ def test_both_outcomes_of_a_seen_trigger_and_invoker_are_counted_from_zero() -> 
     """A failure counter exists at 0 before the first failure (increase() ignores a series'
     first sample: a counter born at 50 failures would show none of them)."""
     first = Execution("e0", moment(1000), 0.1, True, "http", "trigger")
-    placed = ExecutionTotals.start([first], total=1)
+    placed = ExecutionTotals(placed=False).place([first], total=1)
     assert placed.counts == {("success", "http", "trigger"): 0, ("failure", "http", "trigger"): 0}
     manual = Execution("e1", moment(1001), 0.1, True, "http", "manual")
     failed = Execution("e2", moment(1002), 0.1, False, "http", "trigger")
@@ -58,22 +64,22 @@ def test_both_outcomes_of_a_seen_trigger_and_invoker_are_counted_from_zero() -> 
 
 
 def test_executions_at_the_same_instant_are_told_apart_by_id() -> None:
-    totals = ExecutionTotals.start([run(1, at=50.0)], total=1)
+    totals = ExecutionTotals(placed=False).place([run(1, at=50.0)], total=1)
     same_instant = [run(2, at=50.0), run(1, at=50.0)]
-    assert totals.new_of(same_instant) == [run(2, at=50.0)]
+    assert totals.cursor.new_of(same_instant) == [run(2, at=50.0)]
     after = totals.advance([run(2, at=50.0)], total=2)
-    assert after.new_of(same_instant) == []
+    assert after.cursor.new_of(same_instant) == []
 
 
 def test_an_execution_without_a_time_is_never_counted() -> None:
-    totals = ExecutionTotals.start([], total=0)
+    totals = ExecutionTotals(placed=False).place([], total=0)
     undated = Execution("x", None, 0.1, True)
-    assert totals.new_of([undated]) == []
+    assert totals.cursor.new_of([undated]) == []
     assert totals.advance([], total=1).unobserved == 1  # the stats saw it: it is unobserved
 
 
 def test_stats_that_lag_the_executions_do_not_count_unobserved_ones() -> None:
-    totals = ExecutionTotals.start([], total=10)
+    totals = ExecutionTotals(placed=False).place([], total=10)
     totals = totals.advance([run(1), run(2), run(3)], total=11)  # the stats lag by two
     assert totals.unobserved == 0
     totals = totals.advance([], total=13)  # and catch up
@@ -83,7 +89,9 @@ def test_stats_that_lag_the_executions_do_not_count_unobserved_ones() -> None:
 
 
 def test_a_shrinking_total_counts_nothing_and_moves_the_baseline() -> None:
-    totals = ExecutionTotals.start([], total=500).advance([], total=20)  # retention, recreation
+    totals = (
+        ExecutionTotals(placed=False).place([], total=500).advance([], total=20)
+    )  # retention, recreation
     assert totals.unobserved == 0
     assert totals.advance([run(1)], total=22).unobserved == 1
 
@@ -91,7 +99,7 @@ def test_a_shrinking_total_counts_nothing_and_moves_the_baseline() -> None:
 def test_durations_fall_into_le_buckets() -> None:
     executions = [run(1, seconds=0.005), run(2, seconds=0.0051), run(3, seconds=500.0)]
     executions.append(run(4, seconds=None))
-    totals = ExecutionTotals.start([], total=0).advance(executions, total=4)
+    totals = ExecutionTotals(placed=False).place([], total=0).advance(executions, total=4)
     cumulative = dict(totals.cumulative_buckets())
     assert cumulative[0.005] == 1  # le: at most the bound
     assert cumulative[0.01] == 2
@@ -111,17 +119,17 @@ def test_the_page_asked_for_follows_the_expected_new_executions(
 
 
 def test_expected_new_executions_come_from_a_listed_total_or_the_last_poll() -> None:
-    totals = ExecutionTotals.start([], total=10).advance([], total=17)
+    totals = ExecutionTotals(placed=False).place([], total=10).advance([], total=17)
     assert totals.expected_new(None) == 7
     assert totals.expected_new(30) == 13
     assert totals.expected_new(3) == 7  # a shrinking total says nothing: the last pace
-    just_placed = ExecutionTotals.start([], total=10)
+    just_placed = ExecutionTotals(placed=False).place([], total=10)
     assert just_placed.expected_new(None) is None  # no pace yet: the next poll asks a full page
     assert just_placed.expected_new(12) == 2
 
 
 def test_paging_stops_at_the_cursor_or_at_a_short_page() -> None:
-    cursor = ExecutionTotals.start([run(10)], total=10).cursor
+    cursor = ExecutionTotals(placed=False).place([run(10)], total=10).cursor
     pages = NewExecutions(cursor)
     assert pages.add_page([run(14), run(13)], limit=2) is True
     assert pages.add_page([run(13), run(12)], limit=2) is True  # shifted: run 13 again
@@ -132,35 +140,39 @@ def test_paging_stops_at_the_cursor_or_at_a_short_page() -> None:
 
 def test_an_execution_dated_in_the_future_neither_counts_nor_moves_the_cursor() -> None:
     future = Execution("soon", datetime.now(UTC) + timedelta(days=365), 0.1, True)
-    totals = ExecutionTotals.start([future, run(1)], total=2)
+    totals = ExecutionTotals(placed=False).place([future, run(1)], total=2)
     assert totals.cursor.newest == 1001.0
-    assert totals.new_of([future, run(2)]) == [run(2)]
+    assert totals.cursor.new_of([future, run(2)]) == [run(2)]
 
 
 def test_an_execution_that_shows_up_after_newer_ones_is_counted_once_inside_the_window() -> None:
-    totals = ExecutionTotals.start([run(10)], total=10)
-    totals = totals.advance(totals.new_of([run(12), run(11), run(10)]), total=12)
+    totals = ExecutionTotals(placed=False).place([run(10)], total=10)
+    totals = totals.advance(totals.cursor.new_of([run(12), run(11), run(10)]), total=12)
     late = Execution("late", moment(1010.5), 30.0, False, "http")  # started at 1010.5, ran 30 s
     page = [run(13), run(12), late, run(11), run(10)]
-    new = totals.new_of(page)
+    new = totals.cursor.new_of(page)
     assert new == [run(13), late]
     totals = totals.advance(new, total=14)
-    assert totals.new_of(page) == []  # seen: never counted twice
+    assert totals.cursor.new_of(page) == []  # seen: never counted twice
     assert totals.counts[("failure", "http", "unknown")] == 1
     assert totals.unobserved == 0
     before_placing = Execution("old", moment(1009), 30.0, False, "http")
-    assert totals.new_of([before_placing]) == []  # older than the first answer: history
+    assert totals.cursor.new_of([before_placing]) == []  # older than the first answer: history
 
 
 def test_the_window_is_bounded_in_size_and_in_time() -> None:
-    totals = ExecutionTotals.start([run(0)], total=0)
+    totals = ExecutionTotals(placed=False).place([run(0)], total=0)
     burst = [run(i) for i in range(MAX_SEEN + 50, 0, -1)]
-    totals = totals.advance(totals.new_of(burst), total=MAX_SEEN + 50)
+    totals = totals.advance(totals.cursor.new_of(burst), total=MAX_SEEN + 50)
     assert len(totals.cursor.seen_ids) == MAX_SEEN  # constant memory
-    assert totals.new_of(burst) == []  # what left the window is below its floor, not new again
-    assert totals.new_of([Execution("late", moment(1010.5), 1.0, False)]) == []  # too old
-    assert totals.new_of([Execution("late", moment(1100.5), 1.0, False)]) != []  # inside it
+    assert (
+        totals.cursor.new_of(burst) == []
+    )  # what left the window is below its floor, not new again
+    assert totals.cursor.new_of([Execution("late", moment(1010.5), 1.0, False)]) == []  # too old
+    assert totals.cursor.new_of([Execution("late", moment(1100.5), 1.0, False)]) != []  # inside it
     later = run(0, at=1000 + MAX_SEEN + 50 + LOOKBACK + 1)
     totals = totals.advance([later], total=MAX_SEEN + 51)
     assert list(totals.cursor.seen_at) == [later.executed_at.timestamp()]  # type: ignore[union-attr]
-    assert totals.new_of([Execution("late", moment(1100.5), 1.0, False)]) == []  # too old now
+    assert (
+        totals.cursor.new_of([Execution("late", moment(1100.5), 1.0, False)]) == []
+    )  # too old now

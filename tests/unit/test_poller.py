@@ -1,6 +1,7 @@
 """The poller: even spreading, the concurrency bound, the poll cut-off, failure isolation."""
 
 import asyncio
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from exporter.client import MudbaseClient
 from exporter.errors import PollError, Reason
 from exporter.planner import RequestKind, RequestPlanner
-from exporter.poller import Poller, next_due
+from exporter.poller import Poller, PollSettings, next_due
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore
 from exporter.targets import FunctionSettings, ProjectSelector, Shard, TargetKey
@@ -71,8 +72,9 @@ class FakeClient:
 
 
 def poller(client: object, state: StateStore, interval: float = 60.0, **options: Any) -> Poller:
-    """A poller over a fake client; `options` are Poller's keyword arguments, and `budget`
-    (requests per 15 minutes) and `concurrency` those of its planner."""
+    """A poller over a fake client; `options` are PollSettings' fields (`stale_after` 180 s
+    unless given), Poller's keyword arguments, and `budget` (requests per 15 minutes) and
+    `concurrency` those of its planner."""
     fake: MudbaseClient = client  # type: ignore[assignment]
     metrics = options.pop("metrics", None) or ExporterMetrics(CollectorRegistry())
     planner = RequestPlanner(
@@ -84,7 +86,11 @@ def poller(client: object, state: StateStore, interval: float = 60.0, **options:
     )
     if hasattr(client, "planner"):
         client.planner = planner
-    return Poller(fake, state, metrics, planner, keep_values_for=180, **options)
+    fields = {f.name for f in dataclasses.fields(PollSettings)}
+    settings = PollSettings(
+        **{"stale_after": 180.0} | {k: options.pop(k) for k in list(options) if k in fields}
+    )
+    return Poller(fake, state, metrics, planner, settings, **options)
 
 
 def test_each_poll_comes_one_interval_after_the_last_and_missed_ticks_are_skipped() -> None:
@@ -291,12 +297,14 @@ class Lister:
         self.absent: set[str] = set()  # left out of the listing (paging drift, a flap)
         self.logs_answer: Exception | None = None
         self.planner: RequestPlanner | None = None
+        self.logs_requests = 0
 
     async def function_logs(
         self, project: str, function: str, *, kind: RequestKind = POLL, **_: int
     ) -> LogsPage:
         assert self.planner is not None
         async with self.planner.turn(kind):
+            self.logs_requests += 1
             if self.logs_answer is not None:
                 raise self.logs_answer
             return LogsPage(FunctionStats(total_executions=1))
@@ -319,14 +327,14 @@ class Lister:
 @pytest.mark.asyncio
 @pytest.mark.looptime
 async def test_a_listing_found_bigger_than_planned_gets_the_stretched_deadline() -> None:
-    lister, state = Lister(1000), StateStore()
-    # 0.1 request a second, two at once: the 10 pages take 80 s, past the 48 s deadline of the
-    # planned 60 s interval, but within that of the 125 s the first page's size stretches to
-    p = poller(lister, state, budget=90, logs_for_changes=False)
+    lister, state = Lister(700), StateStore()
+    # 0.1 request a second, two at once: the 7 pages take 50 s, past the 48 s deadline of the
+    # planned 60 s interval, but within that of the 100 s the first page's size stretches to
+    p = poller(lister, state, budget=92, logs_for_changes=False)
     p.apply({}, [ProjectSelector("big", FunctionSettings(0.99))])  # its first listing at once
     await asyncio.sleep(90)
-    assert p._planner.interval == 125
-    assert len(state.snapshot()) == 1000
+    assert p._planner.interval == pytest.approx(100)
+    assert len(state.snapshot()) == 700
     assert all(target.up for target in state.snapshot().values())
     await p.stop()
 
@@ -334,19 +342,19 @@ async def test_a_listing_found_bigger_than_planned_gets_the_stretched_deadline()
 @pytest.mark.asyncio
 @pytest.mark.looptime
 async def test_listings_that_outgrow_the_budget_stretch_the_interval_and_shrink_back() -> None:
-    lister, state = Lister(1000), StateStore()
+    lister, state = Lister(700), StateStore()
     metrics = ExporterMetrics(CollectorRegistry())
-    p = poller(lister, state, metrics=metrics, budget=90, logs_for_changes=False)
+    p = poller(lister, state, metrics=metrics, budget=92, logs_for_changes=False)
     p.apply({}, [ProjectSelector("big", FunctionSettings(0.99))])  # listed at 0 s
     await asyncio.sleep(90)
-    # 10 pages at 0.1 a second take 100 s: within 80% of the interval only at 125 s
-    assert metrics.poll_interval._value.get() == 125
+    # 7 pages at 0.1 a second take 70 s: planned to end within 70% of the interval at 100 s
+    assert metrics.poll_interval._value.get() == pytest.approx(100)
     lister.functions = 300
-    await asyncio.sleep(60)  # listed again at 125 s: three pages fit the configured 60 s
+    await asyncio.sleep(60)  # listed again at 100 s: three pages fit the configured 60 s
     assert metrics.poll_interval._value.get() == 60
-    lister.functions, lister.fail_from_page = 1000, 2  # too big to finish: its first page tells
-    await asyncio.sleep(60)  # listed at 185 s
-    assert metrics.poll_interval._value.get() == 125
+    lister.functions, lister.fail_from_page = 700, 2  # too big to finish: its first page tells
+    await asyncio.sleep(60)  # listed at 160 s
+    assert metrics.poll_interval._value.get() == pytest.approx(100)
     await p.stop()
 
 
@@ -513,3 +521,37 @@ async def test_polls_refused_by_a_shared_429_pause_keep_each_functions_own_last_
     assert last_errors() == own
     assert [(t.up, t.consecutive_failures) for t in state.snapshot().values()] == [(False, 2)] * 3
     assert metrics.poll_errors.labels("rate_limited")._value.get() == 2  # counted as before
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_stale_after_is_honoured_exactly_even_below_three_intervals() -> None:
+    """`stale_after: 10s` with a 10 s interval: the values go 10 s after the last success,
+    not 30 s (three intervals)."""
+    client, state = FakeClient(), StateStore()
+    client.release.set()
+    loop = asyncio.get_running_loop()
+    p = poller(client, state, interval=10, stale_after=10, clock=loop.time)
+    p.apply({KEYS[0]: SETTINGS[KEYS[0]]})
+    await asyncio.sleep(5)  # polled at 0 s
+    client.behaviour[KEYS[0].function] = "forbidden"
+    await asyncio.sleep(10)  # failed at 10 s: 10 s after the last success, the values stay
+    assert state.snapshot()[KEYS[0]].stats is not None
+    await asyncio.sleep(10)  # failed at 20 s: past stale_after
+    assert state.snapshot()[KEYS[0]].up is False
+    assert state.snapshot()[KEYS[0]].stats is None
+    await p.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_max_age_counts_on_the_event_loops_monotonic_clock() -> None:
+    """Functions whose listed stats never change get a logs request again after `max_age`
+    of the event loop's clock: the wall clock (which stands still here, as it would after a
+    step backwards) plays no part."""
+    lister, state = Lister(2), StateStore()
+    p = poller(lister, state, interval=60, max_age=120)
+    p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await asyncio.sleep(150)  # listed at 0 s (first seen), 60 s and 120 s (max_age passed)
+    assert lister.logs_requests == 2 * 2
+    await p.stop()

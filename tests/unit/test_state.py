@@ -78,7 +78,7 @@ def test_a_late_logs_answer_never_overwrites_newer_execution_counts() -> None:
     key = TargetKey("p", "f")
     state = StateStore()
     state.set_targets([key])
-    start = ExecutionTotals.start([], total=0)
+    start = ExecutionTotals(placed=False).place([], total=0)
     assert state.record_executions(key, start, replacing=None)
     seven = start.advance(
         [Execution(f"e{i}", datetime(2026, 1, 1, 0, i, tzinfo=UTC)) for i in range(7)], 7
