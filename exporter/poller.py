@@ -7,6 +7,10 @@ included. Every request asks the request planner for its turn (`exporter.planner
 also says the interval, each poll's deadline, and how many change-driven logs requests a
 discovered project may send this round. Results go into the state store.
 
+A discovered project's change-driven logs requests wait in one queue, served by at most
+`concurrency` worker tasks: memory stays bounded by the concurrency, not by how many requests a
+round grants (a raised budget grants thousands).
+
 A listing reads its first page, which tells how many there are, then the others concurrently
 (the planner paces them). What the pages that answered carry is published even when others
 failed or the deadline came first; the functions of the pages missing are marked down.
@@ -19,6 +23,7 @@ logs were last fetched, and its stats then) carry over.
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -82,6 +87,17 @@ class _Listing:
             self.failure, self.own_error = (reason, detail), own_error
 
 
+@dataclass(frozen=True)
+class _LogsRequest:
+    """A granted change-driven logs request, waiting for a worker; its deadline counts from
+    the grant, as a poll's does from its start."""
+
+    key: TargetKey
+    pages: int
+    listed_total: int | None
+    deadline: float  # loop time
+
+
 def next_due(due: float, interval: float, now: float) -> float:
     """The tick after `due`, one interval later; ticks already past (a poll that ran long)
     are skipped rather than run late."""
@@ -115,8 +131,9 @@ class Poller:
         self._selectors: dict[str, ProjectSelector] = {}
         self._seen: dict[TargetKey, tuple[object, ...]] = {}  # stats when logs were last fetched
         self._logs_at: dict[TargetKey, float] = {}  # loop time of the last logs request
-        self._background: set[asyncio.Task[None]] = set()
-        self._logs_in_flight: set[TargetKey] = set()  # one change-driven logs task a function
+        self._logs_in_flight: set[TargetKey] = set()  # one change-driven logs request a function
+        self._logs_queue: deque[_LogsRequest] = deque()
+        self._logs_workers: set[asyncio.Task[None]] = set()
         self._failing_projects: dict[str, Reason] = {}
 
     def configure(self, client: MudbaseClient, settings: PollSettings) -> None:
@@ -156,7 +173,12 @@ class Poller:
         self._metrics.targets.set(self._state.count())
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *self._project_tasks.values(), *self._background]
+        tasks = [
+            *self._tasks.values(),
+            *self._project_tasks.values(),
+            *self._logs_workers,
+        ]
+        self._logs_queue.clear()
         self._tasks.clear()
         self._project_tasks.clear()
         for task in tasks:
@@ -348,15 +370,31 @@ class Poller:
         due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
         pages = [self._pages_for(key, found[key].stats.total_executions) for key in due]
         granted = self._planner.logs_allowance(project, pages)
+        deadline = now + self._planner.poll_deadline
         for key, count in zip(due[:granted], pages, strict=False):
             total = found[key].stats.total_executions
             self._seen[key] = _fingerprint(found[key].stats)
             self._logs_at[key] = now
-            task = asyncio.create_task(self._optional_logs(key, count, total), name=f"logs {key}")
-            self._background.add(task)
             self._logs_in_flight.add(key)
-            task.add_done_callback(self._background.discard)
-            task.add_done_callback(partial(self._logs_done, key))
+            self._logs_queue.append(_LogsRequest(key, count, total, deadline))
+        self._start_logs_workers()
+
+    def _start_logs_workers(self) -> None:
+        """Workers for the queued logs requests, up to the concurrency (a request waits in the
+        queue as a few bytes, not as a task holding its request's objects)."""
+        wanted = min(len(self._logs_queue), self._planner.plan.conditions.concurrency)
+        while len(self._logs_workers) < wanted:
+            worker = asyncio.create_task(self._logs_worker(), name="logs worker")
+            self._logs_workers.add(worker)
+            worker.add_done_callback(self._logs_workers.discard)
+
+    async def _logs_worker(self) -> None:
+        while self._logs_queue:
+            request = self._logs_queue.popleft()
+            try:
+                await self._optional_logs(request)
+            finally:
+                self._logs_in_flight.discard(request.key)
 
     def _extra_page_deadline(self) -> float:
         """Older logs pages stop a tenth of the interval before the poll's own deadline, so
@@ -366,9 +404,6 @@ class Poller:
         if poll_deadline is None:
             return now + self._planner.poll_deadline
         return poll_deadline - self._planner.deadline_margin
-
-    def _logs_done(self, key: TargetKey, _: asyncio.Task[None]) -> None:
-        self._logs_in_flight.discard(key)
 
     def _executions_of(self, key: TargetKey) -> ExecutionTotals | None:
         state = self._state.get(key)
@@ -383,12 +418,19 @@ class Poller:
         expected = totals.expected_new(listed_total) or 0
         return max(1, min(self._settings.execution_pages, math.ceil(expected / PAGE_SIZE)))
 
-    async def _optional_logs(self, key: TargetKey, pages: int, listed_total: int | None) -> None:
+    async def _optional_logs(self, request: _LogsRequest) -> None:
         """A change-driven logs request: its executions are counted; a failure is counted and
-        logged, nothing more (the stats came from the list)."""
+        logged, nothing more (the stats came from the list). Past its deadline before its
+        turn, the planner skips it (and counts it)."""
+        key, pages, listed_total = request.key, request.pages, request.listed_total
         before = self._executions_of(key)
+        POLL_DEADLINE.set(request.deadline)
+        # a request that waited in the queue past its turn's deadline (the poll deadline less
+        # the margin) is skipped by the planner; this cut-off must not come first
+        now = asyncio.get_running_loop().time()
+        cut_off = max(request.deadline, now + self._planner.deadline_margin)
         try:
-            async with asyncio.timeout(self._start_deadline()):
+            async with asyncio.timeout_at(cut_off):
                 _, executions = await self._logs(key, before, pages, listed_total, RequestKind.LOGS)
             if executions is not None:
                 self._state.record_executions(key, executions, replacing=before)

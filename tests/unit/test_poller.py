@@ -434,7 +434,7 @@ async def test_a_discovered_function_whose_logs_are_not_found_leaves_at_once() -
     p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
     await p.stop()  # no polls on their own: this test lists when it says
     await p.poll_project("proj")  # both changed (first seen): their logs are asked for
-    await asyncio.gather(*p._background)
+    await asyncio.gather(*p._logs_workers)
     assert state.snapshot() == {}
     await p.stop()
 
@@ -481,7 +481,7 @@ async def test_a_bug_in_a_listing_or_a_logs_request_is_counted_and_the_next_roun
     assert metrics.loop_errors._counter.labels("list")._value.get() == 1
     assert state.snapshot() == {}  # nothing published from the failed listing
     await p.poll_project("proj")
-    await asyncio.gather(*p._background)
+    await asyncio.gather(*p._logs_workers)
     assert len(state.snapshot()) == 2  # the next listing works
     assert metrics.loop_errors._counter.labels("logs")._value.get() == 2  # one per function
 
@@ -554,4 +554,23 @@ async def test_max_age_counts_on_the_event_loops_monotonic_clock() -> None:
     p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
     await asyncio.sleep(150)  # listed at 0 s (first seen), 60 s and 120 s (max_age passed)
     assert lister.logs_requests == 2 * 2
+    await p.stop()
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_granted_logs_requests_wait_as_a_queue_served_by_at_most_concurrency_tasks() -> None:
+    """A raised budget grants a round's logs requests by the thousand: they wait in a queue,
+    not as a task each holding its request's objects, and every one is still sent."""
+    lister, state = Lister(2000), StateStore()
+    p = poller(lister, state, interval=3600, budget=1_000_000, concurrency=3)
+    p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await p.stop()  # no polls on their own: this test lists when it says
+    await p.poll_project("proj")  # every function changed (first seen): logs asked for each
+    tasks = len(asyncio.all_tasks())
+    assert len(p._logs_workers) == 3
+    assert tasks <= 1 + 3  # this test's own task and the workers
+    await asyncio.gather(*p._logs_workers)
+    assert lister.logs_requests == 2000
+    assert not p._logs_workers
     await p.stop()
