@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from types import MappingProxyType
 
+from exporter.failures import Failures
 from exporter.upstream import Execution
 
 # Label values are fixed sets: anything else Mudbase sends is `other`, a missing field `unknown`
@@ -37,6 +38,7 @@ OUTCOMES = ("success", "failure")  # each exported from 0 once its trigger/invok
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 
 PAGE_SIZE = 100  # the logs endpoint's maximum `limit`
+FIRST_PAGE = PAGE_SIZE  # a function's first logs answer: its newest failure is likely on it
 MIN_PAGE = 10  # the smallest page asked for once the cursor is placed
 FUTURE_TOLERANCE = 600.0  # seconds
 LOOKBACK = 900.0  # seconds behind the newest execution in which a late one is still counted
@@ -166,6 +168,7 @@ def _identity(execution: Execution) -> str:
 
 
 _EMPTY_CURSOR = Cursor(-math.inf, -math.inf)
+_NO_FAILURES = Failures()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,7 @@ class ExecutionTotals:
     # not known yet, the cursor was just placed)
     debt: int = 0  # counted by the stats, not seen yet; negative while the stats lag
     placed: bool = True  # False: no logs answer yet, only listings (a discovered function)
+    failures: Failures = _NO_FAILURES  # why it fails: every execution seen, first answer too
 
     @classmethod
     def start(cls, executions: Sequence[Execution], total: int | None) -> "ExecutionTotals":
@@ -212,6 +216,7 @@ class ExecutionTotals:
             placed=True,
             unobserved=self.unobserved + self._reported(total),
             last_total=self.last_total if total is None else total,
+            failures=self.failures.seen(executions, kind_of, count=False),
         )
 
     def _reported(self, total: int | None) -> int:
@@ -253,6 +258,7 @@ class ExecutionTotals:
             last_total=total if total is not None else self.last_total,
             last_new=reported,
             debt=max(-MAX_LAG, min(0, debt)),
+            failures=self.failures.seen(new, kind_of, count=True),
         )
 
     def new_executions(self) -> "NewExecutions":

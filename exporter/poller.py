@@ -17,7 +17,7 @@ from functools import partial
 from exporter.client import MudbaseClient
 from exporter.config import ID_PATTERN
 from exporter.errors import PollError, Reason
-from exporter.executions import PAGE_SIZE, ExecutionTotals, page_limit
+from exporter.executions import FIRST_PAGE, PAGE_SIZE, ExecutionTotals, page_limit
 from exporter.logs import get_logger
 from exporter.planner import (
     POLL_DEADLINE,
@@ -374,7 +374,7 @@ class Poller:
         if not self._execution_metrics:
             return (await fetch()).stats, None
         if totals is None or not totals.placed:
-            first = await fetch()
+            first = await fetch(limit=FIRST_PAGE)
             placed = (totals or ExecutionTotals(placed=False)).place(
                 first.executions, first.stats.total_executions
             )

@@ -1,0 +1,93 @@
+"""Why a function fails: its latest failure, its failures by error class, its recent outcomes.
+
+Kept per function beside its execution totals, immutable, from the executions of its logs
+answers (each seen once). Error texts are folded into classes (`exporter.errorclass`), at most
+`MAX_CLASSES` of them per function, the rest `other`. A function's first logs answer is used
+too: its newest failure is known at once, and its classes exist (at 0) before they are counted.
+Nothing here does I/O.
+"""
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from exporter.errorclass import bounded_class, error_class
+from exporter.upstream import Execution
+
+RECENT_WINDOW = 900.0  # seconds: the recent success ratio counts executions dated this recently
+_MINUTE = 60.0
+_RECENT_MINUTES = math.ceil(RECENT_WINDOW / _MINUTE)
+_Labels = Callable[[Execution], tuple[str, str, str]]  # outcome, trigger_type, invoked_by
+
+
+@dataclass(frozen=True, slots=True)
+class LatestFailure:
+    """The newest failed execution seen: its error class, bounded labels and time."""
+
+    error_class: str
+    trigger_type: str
+    invoked_by: str
+    at: float  # Unix time it was dated (executedAt)
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRatio:
+    """Successes among the executions seen dated within `RECENT_WINDOW` of a moment."""
+
+    successes: int
+    executions: int
+
+    @property
+    def ratio(self) -> float | None:
+        return self.successes / self.executions if self.executions else None
+
+
+@dataclass(frozen=True, slots=True)
+class Failures:
+    by_class: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    latest: LatestFailure | None = None
+    # (minute, successes, failures) of the executions seen, per minute they were dated in,
+    # oldest first, at most the window's minutes behind the newest
+    recent: tuple[tuple[int, int, int], ...] = ()
+
+    def seen(self, executions: Iterable[Execution], labels: _Labels, *, count: bool) -> "Failures":
+        """These executions too (each seen once): their failures counted by class if `count`
+        (a first answer's only seed their classes at 0), the newest failure, the minutes."""
+        by_class, latest = Counter(self.by_class), self.latest
+        minutes = {minute: (ok, bad) for minute, ok, bad in self.recent}
+        for execution in executions:
+            at = execution.executed_at.timestamp() if execution.executed_at else None
+            outcome, trigger_type, invoked_by = labels(execution)
+            if at is not None and outcome != "unknown":
+                minute = int(at // _MINUTE)
+                ok, bad = minutes.get(minute, (0, 0))
+                failed = outcome == "failure"
+                minutes[minute] = (ok + (not failed), bad + failed)
+            if outcome != "failure":
+                continue
+            error = bounded_class(error_class(execution.error), by_class.keys())
+            by_class[error] += int(count)
+            if at is not None and (latest is None or at >= latest.at):
+                latest = LatestFailure(error, trigger_type, invoked_by, at)
+        return Failures(MappingProxyType(dict(by_class)), latest, _last_minutes(minutes))
+
+    def recent_ratio(self, now: float) -> RecentRatio:
+        """The executions seen dated in the `RECENT_WINDOW` before `now`, and their successes
+        (whole minutes: a minute counts if it ends inside the window)."""
+        since = (now - RECENT_WINDOW) / _MINUTE
+        kept = [(ok, bad) for minute, ok, bad in self.recent if minute + 1 > since]
+        successes = sum(ok for ok, _ in kept)
+        return RecentRatio(successes, successes + sum(bad for _, bad in kept))
+
+
+def _last_minutes(minutes: Mapping[int, tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
+    if not minutes:
+        return ()
+    newest = max(minutes)
+    return tuple(
+        (minute, ok, bad)
+        for minute, (ok, bad) in sorted(minutes.items())
+        if minute > newest - _RECENT_MINUTES
+    )
