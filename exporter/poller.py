@@ -26,6 +26,8 @@ from exporter.planner import (
     RequestPlanner,
     RequestSkipped,
 )
+from exporter.priority import Fingerprint, logs_priority
+from exporter.priority import fingerprint as _fingerprint
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore, TargetState
 from exporter.supervision import Loop
@@ -74,7 +76,7 @@ class Poller:
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
         self._project_tasks: dict[str, asyncio.Task[None]] = {}
         self._selectors: dict[str, ProjectSelector] = {}
-        self._seen: dict[TargetKey, tuple[object, ...]] = {}  # stats when logs were last fetched
+        self._seen: dict[TargetKey, Fingerprint] = {}  # stats when logs were last fetched
         self._logs_at: dict[TargetKey, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._logs_in_flight: set[TargetKey] = set()  # one change-driven logs task a function
@@ -251,7 +253,13 @@ class Poller:
                 or now - self._logs_at.get(key, -math.inf) >= self._max_age
             )
         ]
-        due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
+        due.sort(  # failures first; a function first listed is its own baseline from then on
+            key=lambda key: logs_priority(
+                self._seen.setdefault(key, _fingerprint(found[key].stats)),
+                found[key].stats,
+                self._logs_at.get(key, -math.inf),
+            )
+        )
         pages = [self._pages_for(key, found[key].stats.total_executions) for key in due]
         granted = self._planner.logs_allowance(project, pages)
         for key, count in zip(due[:granted], pages, strict=False):
@@ -438,8 +446,3 @@ class Poller:
             )
         else:
             log.debug("poll failed", target=str(key), reason=reason.value, detail=detail)
-
-
-def _fingerprint(stats: FunctionStats) -> tuple[object, ...]:
-    """What tells that a function ran since the last look: its counts and last run."""
-    return (stats.total_executions, stats.failed_executions, stats.last_run_timestamp)
