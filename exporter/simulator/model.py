@@ -21,7 +21,7 @@ ERRORS = (
     "{{ _id: ObjectId('{hex}') }}",
     "Error: connect ECONNREFUSED 10.0.{n}.17:5432",
     "Error: Request failed with status code 503",
-    "ValidationError: order {hex} is missing field \"customerId\"",
+    'ValidationError: order {hex} is missing field "customerId"',
 )
 TIMEOUT = "Timeout"
 
