@@ -107,6 +107,18 @@ class Cursor:
         moved = cls(-math.inf, -math.inf).moved_to(executions)
         return replace(moved, floor=moved.newest)
 
+    def raised_to(self, floor: float) -> "Cursor":
+        """The cursor with executions dated before `floor` no longer counted (written off)."""
+        if floor <= self.floor:
+            return self
+        kept = [(i, t) for i, t in zip(self.seen_ids, self.seen_at, strict=True) if t >= floor]
+        return Cursor(
+            floor,
+            self.newest,
+            array("d", (t for _, t in kept)),
+            array("q", (i for i, _ in kept)),
+        )
+
     def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
         """The executions not counted yet (one comprehension comparing datetimes, no call per
         execution but the hash: it runs 100 times an answer)."""
@@ -186,6 +198,7 @@ class ExecutionTotals:
     debt: int = 0  # counted by the stats, not seen yet; negative while the stats lag
     placed: bool = True  # False: no logs answer yet, only listings (a discovered function)
     failures: Failures = _NO_FAILURES  # why it fails: every execution seen, first answer too
+    listed_at: float | None = None  # Unix time of the latest listing that set last_total
 
     @classmethod
     def start(cls, executions: Sequence[Execution], total: int | None) -> "ExecutionTotals":
@@ -198,12 +211,34 @@ class ExecutionTotals:
         counting starts, so what it runs until its first logs answer shows as unobserved."""
         return cls(placed=False, last_total=total)
 
-    def listed(self, total: int | None) -> "ExecutionTotals":
-        """A listing's total, before the first logs answer: what it adds is unobserved."""
+    def listed(self, total: int | None, at: float | None = None) -> "ExecutionTotals":
+        """A listing's total (`at`: when it was listed, now by default). Before the first logs
+        answer what it adds is unobserved at once. After it, what it adds waits one listing
+        for a logs answer to count it; what an earlier listing added and no logs answer counted
+        since is unobserved now, and the cursor's floor rises to that listing's time so that
+        it is never counted twice. So the unobserved counter follows the stats listing by
+        listing, not in one jump at the next logs answer, however late that comes."""
+        at = time.time() if at is None else at
+        if not self.placed:
+            return replace(
+                self,
+                unobserved=self.unobserved + self._reported(total),
+                last_total=self.last_total if total is None else total,
+                listed_at=at,
+            )
+        reported, written_off = self._reported(total), max(0, self.debt)
+        if not reported and not written_off:
+            return self
+        cursor = self.cursor
+        if written_off and self.listed_at is not None:
+            cursor = cursor.raised_to(self.listed_at)
         return replace(
             self,
-            unobserved=self.unobserved + self._reported(total),
+            cursor=cursor,
+            unobserved=self.unobserved + written_off,
             last_total=self.last_total if total is None else total,
+            debt=min(0, self.debt) + reported,
+            listed_at=at,
         )
 
     def place(self, executions: Sequence[Execution], total: int | None) -> "ExecutionTotals":
@@ -233,7 +268,7 @@ class ExecutionTotals:
         else the last poll's pace; None while neither is known."""
         if total is None or self.last_total is None or total < self.last_total:
             return self.last_new
-        return total - self.last_total
+        return total - self.last_total + max(0, self.debt)  # and what listings left pending
 
     def advance(self, new: Sequence[Execution], total: int | None) -> "ExecutionTotals":
         """Count `new` (already de-duplicated), and account for what the stats saw beyond it."""
@@ -259,6 +294,7 @@ class ExecutionTotals:
             last_new=reported,
             debt=max(-MAX_LAG, min(0, debt)),
             failures=self.failures.seen(new, kind_of, count=True),
+            listed_at=self.listed_at,
         )
 
     def new_executions(self) -> "NewExecutions":

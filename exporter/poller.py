@@ -226,15 +226,16 @@ class Poller:
         self._logs_at.pop(key, None)
 
     def _listed_totals(self, key: TargetKey, summary: FunctionSummary) -> ExecutionTotals | None:
-        """Before its first logs answer, a discovered function's executions are counted from
-        its listings as unobserved, so a function never fetched shows as a coverage gap."""
+        """A discovered function's executions that its logs answers miss are counted from its
+        listings as unobserved, listing by listing (`ExecutionTotals.listed`), so a function
+        fetched rarely or never shows as a coverage gap when it runs, not hours later."""
         if not (self._execution_metrics and self._logs_enabled) or key in self._logs_in_flight:
             return None
         totals = self._executions_of(key)
         total = summary.stats.total_executions
         if totals is None:
             return ExecutionTotals.watching(total)
-        return None if totals.placed else totals.listed(total)
+        return totals.listed(total)
 
     def _fetch_changed_logs(
         self, project: str, found: Mapping[TargetKey, FunctionSummary], now: float
