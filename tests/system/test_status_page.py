@@ -118,4 +118,5 @@ def test_a_failing_functions_row_says_why_and_its_recent_ratio_ranks_it(tmp_path
 
 def _first_row(dom: str) -> str:
     body = dom.split("<tbody>", 1)[1]
-    return re.findall(r"<tr><td>.*?</td><td>.*?</td><td>(.*?)</td>", body, re.S)[0]
+    first: str = re.findall(r"<tr><td>.*?</td><td>.*?</td><td>(.*?)</td>", body, re.S)[0]
+    return first
