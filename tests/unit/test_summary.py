@@ -55,6 +55,20 @@ def test_summary_projects_what_discovery_costs() -> None:
     assert "fit up to about 10400 discovered functions (8500 in one project" in text
 
 
+def test_summary_prints_the_logs_cycle_and_what_interval_or_budget_buy() -> None:
+    text = summary("targets: [{project: p, functions: all}]")
+    # 5,000 functions at 60 s and 1600 per 15 minutes: 106.7 requests a round, 85.3 without
+    # the headroom, 50 list pages: 35.3 logs requests a round, each function every 141.6 rounds
+    assert (
+        "    5,000 discovered functions: every 2h22m (35 a round); at interval 2m: every 1h23m "
+        "(121 a round); at request_budget 3200: every 41m26s (121 a round)"
+    ) in text
+    assert "    10,000 discovered functions: never (the listings leave no logs requests);" in text
+    assert "functions with new failures go first" in text
+    api_key = summary("mudbase: {api_key: k3y-abcdef}\ntargets: [{project: p, functions: all}]")
+    assert "logs cycle" not in api_key  # no change-driven logs requests with an API key
+
+
 def test_a_discovery_only_config_lists_no_listed_functions() -> None:
     text = summary("mudbase: {retries: 1}\ntargets: [{project: a, functions: all}]")
     assert "  1 project(s) whose functions are discovered:" in text
