@@ -6,8 +6,9 @@ that instant) tells new executions from ones already counted, in constant memory
 are immutable snapshots kept in the state store beside the stats; the collector turns them into
 counters and a histogram. Nothing here does I/O.
 
-The first logs answer of a function only places the cursor: the counters count executions
-observed from then on, as a counter should. Executions the stats say happened but that were not
+The first logs answer of a function (a full page, one request) places the cursor: the counters
+count executions observed from then on, as a counter should; its failures are not counted, but
+its newest one is known at once (`exporter.failures`). Executions the stats say happened but that were not
 seen (more new executions than the pages fetched per poll hold) are counted as unobserved, so
 the histogram's coverage is visible.
 """
