@@ -8,9 +8,9 @@ counters and a histogram. Nothing here does I/O.
 
 The first logs answer of a function (a full page, one request) places the cursor: the counters
 count executions observed from then on, as a counter should; its failures are not counted, but
-its newest one is known at once (`exporter.failures`). Executions the stats say happened but that were not
-seen (more new executions than the pages fetched per poll hold) are counted as unobserved, so
-the histogram's coverage is visible.
+its newest one is known at once (`exporter.failures`). Executions the stats say happened but
+that were not seen (more new executions than the pages fetched per poll hold) are counted as
+unobserved, so the histogram's coverage is visible.
 """
 
 import bisect

@@ -76,10 +76,13 @@ class Failures:
     def recent_ratio(self, now: float) -> RecentRatio:
         """The executions seen dated in the `RECENT_WINDOW` before `now`, and their successes
         (whole minutes: a minute counts if it ends inside the window)."""
-        since = (now - RECENT_WINDOW) / _MINUTE
-        kept = [(ok, bad) for minute, ok, bad in self.recent if minute + 1 > since]
-        successes = sum(ok for ok, _ in kept)
-        return RecentRatio(successes, successes + sum(bad for _, bad in kept))
+        since = (now - RECENT_WINDOW) / _MINUTE - 1
+        successes = failures = 0
+        for minute, ok, bad in self.recent:  # a plain loop: it runs for every function a ranking
+            if minute > since:
+                successes += ok
+                failures += bad
+        return RecentRatio(successes, successes + failures)
 
 
 def _last_minutes(minutes: Mapping[int, tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:

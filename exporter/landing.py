@@ -164,16 +164,20 @@ def _recent(state: TargetState, now: float) -> RecentRatio | None:
 
 
 def _ratio_ranks(
-    targets: Iterable[TargetState], recents: dict[int, RecentRatio]
-) -> dict[int, float]:
+    targets: Iterable[TargetState], now: float
+) -> tuple[dict[int, float], dict[int, RecentRatio]]:
     """Each function's rank among its status, by the id of its snapshot: its recent ratio
-    where it has one, else its lifetime ratio, else after every ratio."""
-    ranks = {}
+    where it has one, else its lifetime ratio, else after every ratio; and the recent ratios."""
+    ranks, recents = {}, {}
     for state in targets:
-        recent = recents.get(id(state))
-        ratio = recent.ratio if recent is not None else _ratio(state)
+        recent = _recent(state, now)
+        if recent is not None:
+            recents[id(state)] = recent
+            ratio = recent.ratio
+        else:
+            ratio = _ratio(state)
         ranks[id(state)] = _UNKNOWN_RATIO if ratio is None else ratio
-    return ranks
+    return ranks, recents
 
 
 def _coverage(targets: Iterable[TargetState]) -> tuple[int, int]:
@@ -202,8 +206,7 @@ def _ranking(
     functions a tuple per function (and the garbage collections it set off) cost most of a
     ranking."""
     targets = list(targets)
-    recents = {id(s): r for s in targets if (r := _recent(s, now)) is not None}
-    ranks = _ratio_ranks(targets, recents)
+    ranks, recents = _ratio_ranks(targets, now)
     by_status: dict[Status, list[TargetState]] = {status: [] for status in Status}
     for state in targets:
         by_status[status_of(state, now, interval)].append(state)
