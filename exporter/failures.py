@@ -27,10 +27,11 @@ _Labels = Callable[[Execution], tuple[str, str, str]]  # outcome, trigger_type, 
 class LatestFailure:
     """The newest failed execution seen: its error class, bounded labels and time."""
 
-    error_class: str
+    error_class: str  # bounded: one of the function's kept classes, or other (the label)
     trigger_type: str
     invoked_by: str
     at: float  # Unix time it was dated (executedAt)
+    folded: str = ""  # its own class even when that is beyond the bound (the status page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +70,11 @@ class Failures:
                 minutes[minute] = (ok + (not failed), bad + failed)
             if outcome != "failure":
                 continue
-            error = bounded_class(error_class(execution.error), by_class.keys())
+            folded = error_class(execution.error)
+            error = bounded_class(folded, by_class.keys())
             by_class[error] += int(count)
             if at is not None and (latest is None or at >= latest.at):
-                latest = LatestFailure(error, trigger_type, invoked_by, at)
+                latest = LatestFailure(error, trigger_type, invoked_by, at, folded)
         return Failures(MappingProxyType(dict(by_class)), latest, _last_minutes(minutes))
 
     def recent_ratio(self, now: float) -> RecentRatio:

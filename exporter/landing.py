@@ -289,12 +289,13 @@ def _recent_cell(recent: RecentRatio | None, objective: float) -> str:
 
 
 def _failure(state: TargetState, now: float) -> str:
-    """The newest failed execution seen: its error class (redacted when folded, again here),
-    trigger and invoker, and when."""
+    """The newest failed execution seen: its error class (redacted when folded, again here;
+    its own class, not `other`: the page has no bound on label values), trigger and invoker,
+    and when."""
     latest = state.executions.failures.latest if state.executions is not None else None
     if latest is None:
         return ""
-    error = escape(REDACTOR.redact(latest.error_class))
+    error = escape(REDACTOR.redact(latest.folded or latest.error_class))
     how = escape(f"{latest.trigger_type}, {latest.invoked_by}")
     return f'<span class="detail">{error}</span><br>{how} {_when(latest.at, now)}'
 

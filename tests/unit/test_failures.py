@@ -43,6 +43,8 @@ def test_classes_beyond_the_bound_are_other_and_so_is_the_latest() -> None:
     assert len(failures.by_class) == MAX_CLASSES + 1
     assert failures.by_class[OTHER_CLASS] == 5
     assert failures.latest is not None
+    assert failures.latest.folded == "error kind i"  # its own, for the status page
+    assert failures.latest is not None
     assert failures.latest.error_class == OTHER_CLASS
 
 

@@ -167,6 +167,23 @@ def test_the_latest_failure_shows_its_error_escaped_and_redacted_with_trigger_an
     assert "<b>" not in row.replace("<b>shop", "")  # no markup from the error text
 
 
+def test_the_page_shows_the_latest_failures_own_class_where_the_metric_says_other() -> None:
+    state = StateStore()
+    key = TargetKey("shop", "charge")
+    state.set_targets([key])
+    state.record_success(key, stats(0.5), NOW)
+    totals = ExecutionTotals.start([], 0)
+    for n, error in enumerate(["A", "B", "C", "D", "E is new"]):
+        when = datetime.fromtimestamp(NOW - 100 + n, UTC)
+        failed = Execution(f"x{n}", when, 0.1, False, "http", "trigger", error)
+        totals = totals.advance([failed], n + 1)
+    state.record_executions(key, totals, replacing=None)
+    assert totals.failures.latest is not None
+    assert totals.failures.latest.error_class == "other"  # the label is bounded
+    row = page(state).split("<tbody>", 1)[1]
+    assert '<span class="detail">E is new</span>' in row
+
+
 def test_failing_functions_sort_by_the_recent_ratio_shown_beside_the_lifetime_one() -> None:
     state = StateStore()
     keys = {name: TargetKey("p", name) for name in ("old", "now", "fine")}
