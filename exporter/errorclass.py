@@ -59,7 +59,10 @@ def error_class(text: str | None, redact: Callable[[str], str] = REDACTOR.redact
         folded = pattern.sub(placeholder, folded)
     folded = _SPACE.sub(" ", folded).strip()
     if len(folded) > MAX_CLASS_CHARS:
-        folded = folded[: MAX_CLASS_CHARS - 1].rstrip() + "…"
+        cut = folded[: MAX_CLASS_CHARS - 1]
+        if cut.rfind("<") > cut.rfind(">"):  # never half a placeholder
+            cut = cut[: cut.rfind("<")]
+        folded = cut.rstrip() + "…"
     return folded or NO_ERROR_TEXT
 
 

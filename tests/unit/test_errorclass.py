@@ -57,6 +57,11 @@ def test_a_very_long_error_is_cut_short() -> None:
     assert folded.startswith("Error: xxx")
 
 
+def test_a_cut_never_ends_inside_a_placeholder() -> None:
+    folded = error_class("TypeError: Cannot read properties of undefined (reading 'id') at x")
+    assert folded == "TypeError: Cannot read properties of undefined (reading…"
+
+
 def test_non_ascii_stays_readable_and_control_characters_go() -> None:
     assert error_class("Zeitüberschreitung nach 30 s") == "Zeitüberschreitung nach <n> s"
     assert (
