@@ -40,6 +40,7 @@ FAMILIES = (
     *m.FUNCTION_HEALTH_METRICS,
     *m.FUNCTION_CONFIG_METRICS,
     *m.FUNCTION_EXECUTION_METRICS,
+    *m.FUNCTION_FAILURE_METRICS,
 )
 _Lines = tuple[bytes, ...]  # a unit's lines, encoded, one item per family (maybe empty)
 Chunk = tuple[bytes, ...]  # consecutive pieces of the exposition, compressed as one gzip member
@@ -163,6 +164,7 @@ def _render(target: TargetState) -> tuple[str, ...]:
         *_health_lines(target, labels),
         *_config_lines(target, function, labels),
         *_execution_lines(target, function, labels),
+        *_failure_lines(target, function, labels),
     )
 
 
@@ -231,3 +233,29 @@ def _execution_lines(
     histogram.append(f"{name}_count{{{labels}}} {format_value(total)}\n")
     histogram.append(f"{name}_sum{{{labels}}} {format_value(totals.duration_sum)}\n")
     return counts, unobserved, "".join(histogram)
+
+
+def _failure_lines(
+    target: TargetState, function: dict[str, str], labels: str
+) -> tuple[str, str, str]:
+    """Why the function fails: its latest failure (one series), its failures by class."""
+    failures = target.executions.failures if target.executions is not None else None
+    if failures is None or failures.latest is None:
+        return "", "", ""
+    latest = failures.latest
+    described = _labels(
+        function
+        | {
+            "error_class": latest.error_class,
+            "trigger_type": latest.trigger_type,
+            "invoked_by": latest.invoked_by,
+        }
+    )
+    info = f"{m.FUNCTION_LAST_FAILURE_INFO.name}{{{described}}} 1.0\n"
+    when = f"{m.FUNCTION_LAST_FAILURE_TIME.name}{{{labels}}} {format_value(latest.at)}\n"
+    counted = "".join(
+        f"{m.FUNCTION_OBSERVED_FAILURES.name}"
+        f"{{{_labels(function | {'error_class': error})}}} {format_value(count)}\n"
+        for error, count in sorted(failures.by_class.items())
+    )
+    return info, when, counted

@@ -6,10 +6,11 @@ that instant) tells new executions from ones already counted, in constant memory
 are immutable snapshots kept in the state store beside the stats; the collector turns them into
 counters and a histogram. Nothing here does I/O.
 
-The first logs answer of a function only places the cursor: the counters count executions
-observed from then on, as a counter should. Executions the stats say happened but that were not
-seen (more new executions than the pages fetched per poll hold) are counted as unobserved, so
-the histogram's coverage is visible.
+The first logs answer of a function (a full page, one request) places the cursor: the counters
+count executions observed from then on, as a counter should; its failures are not counted, but
+its newest one is known at once (`exporter.failures`). Executions the stats say happened but
+that were not seen (more new executions than the pages fetched per poll hold) are counted as
+unobserved, so the histogram's coverage is visible.
 """
 
 import bisect
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from types import MappingProxyType
 
+from exporter.failures import Failures
 from exporter.upstream import Execution
 
 # Label values are fixed sets: anything else Mudbase sends is `other`, a missing field `unknown`
@@ -37,6 +39,7 @@ OUTCOMES = ("success", "failure")  # each exported from 0 once its trigger/invok
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 
 PAGE_SIZE = 100  # the logs endpoint's maximum `limit`
+FIRST_PAGE = PAGE_SIZE  # a function's first logs answer: its newest failure is likely on it
 MIN_PAGE = 10  # the smallest page asked for once the cursor is placed
 FUTURE_TOLERANCE = 600.0  # seconds
 LOOKBACK = 900.0  # seconds behind the newest execution in which a late one is still counted
@@ -46,7 +49,7 @@ MAX_LAG = PAGE_SIZE  # executions seen before the stats count them (eventual con
 Kind = tuple[str, str, str]  # outcome, trigger_type, invoked_by
 
 
-def _kind_of(execution: Execution) -> Kind:
+def kind_of(execution: Execution) -> Kind:
     return _kind(execution.success, execution.trigger_type, execution.invoked_by)
 
 
@@ -103,6 +106,18 @@ class Cursor:
         """The first answer: nothing before its newest execution is ever counted."""
         moved = cls(-math.inf, -math.inf).moved_to(executions)
         return replace(moved, floor=moved.newest)
+
+    def raised_to(self, floor: float) -> "Cursor":
+        """The cursor with executions dated before `floor` no longer counted (written off)."""
+        if floor <= self.floor:
+            return self
+        kept = [(i, t) for i, t in zip(self.seen_ids, self.seen_at, strict=True) if t >= floor]
+        return Cursor(
+            floor,
+            self.newest,
+            array("d", (t for _, t in kept)),
+            array("q", (i for i, _ in kept)),
+        )
 
     def new_of(self, executions: Iterable[Execution]) -> list[Execution]:
         """The executions not counted yet (one comprehension comparing datetimes, no call per
@@ -165,6 +180,7 @@ def _identity(execution: Execution) -> str:
 
 
 _EMPTY_CURSOR = Cursor(-math.inf, -math.inf)
+_NO_FAILURES = Failures()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +197,8 @@ class ExecutionTotals:
     # not known yet, the cursor was just placed)
     debt: int = 0  # counted by the stats, not seen yet; negative while the stats lag
     placed: bool = True  # False: no logs answer yet, only listings (a discovered function)
+    failures: Failures = _NO_FAILURES  # why it fails: every execution seen, first answer too
+    listed_at: float | None = None  # Unix time of the latest listing that set last_total
 
     @classmethod
     def watching(cls, total: int | None) -> "ExecutionTotals":
@@ -188,12 +206,34 @@ class ExecutionTotals:
         counting starts, so what it runs until its first logs answer shows as unobserved."""
         return cls(placed=False, last_total=total)
 
-    def listed(self, total: int | None) -> "ExecutionTotals":
-        """A listing's total, before the first logs answer: what it adds is unobserved."""
+    def listed(self, total: int | None, at: float | None = None) -> "ExecutionTotals":
+        """A listing's total (`at`: when it was listed, now by default). Before the first logs
+        answer what it adds is unobserved at once. After it, what it adds waits one listing
+        for a logs answer to count it; what an earlier listing added and no logs answer counted
+        since is unobserved now, and the cursor's floor rises to that listing's time so that
+        it is never counted twice. So the unobserved counter follows the stats listing by
+        listing, not in one jump at the next logs answer, however late that comes."""
+        at = time.time() if at is None else at
+        if not self.placed:
+            return replace(
+                self,
+                unobserved=self.unobserved + self._reported(total),
+                last_total=self.last_total if total is None else total,
+                listed_at=at,
+            )
+        reported, written_off = self._reported(total), max(0, self.debt)
+        if not reported and not written_off:
+            return self
+        cursor = self.cursor
+        if written_off and self.listed_at is not None:
+            cursor = cursor.raised_to(self.listed_at)
         return replace(
             self,
-            unobserved=self.unobserved + self._reported(total),
+            cursor=cursor,
+            unobserved=self.unobserved + written_off,
             last_total=self.last_total if total is None else total,
+            debt=min(0, self.debt) + reported,
+            listed_at=at,
         )
 
     def place(self, executions: Sequence[Execution], total: int | None) -> "ExecutionTotals":
@@ -202,10 +242,11 @@ class ExecutionTotals:
         return replace(
             self,
             cursor=Cursor.placed_at(executions),
-            counts=MappingProxyType(_with_both_outcomes(self.counts, map(_kind_of, executions))),
+            counts=MappingProxyType(_with_both_outcomes(self.counts, map(kind_of, executions))),
             placed=True,
             unobserved=self.unobserved + self._reported(total),
             last_total=self.last_total if total is None else total,
+            failures=self.failures.seen(executions, kind_of, count=False),
         )
 
     def _reported(self, total: int | None) -> int:
@@ -219,7 +260,7 @@ class ExecutionTotals:
         else the last poll's pace; None while neither is known."""
         if total is None or self.last_total is None or total < self.last_total:
             return self.last_new
-        return total - self.last_total
+        return total - self.last_total + max(0, self.debt)  # and what listings left pending
 
     def advance(self, new: Sequence[Execution], total: int | None) -> "ExecutionTotals":
         """Count `new` (already de-duplicated), and account for what the stats saw beyond it."""
@@ -244,6 +285,8 @@ class ExecutionTotals:
             last_total=total if total is not None else self.last_total,
             last_new=reported,
             debt=max(-MAX_LAG, min(0, debt)),
+            failures=self.failures.seen(new, kind_of, count=True),
+            listed_at=self.listed_at,
         )
 
     def new_executions(self) -> "NewExecutions":

@@ -1,7 +1,11 @@
 """The status page at `/`: what an operator keeps open beside the dashboards.
 
 Server-rendered from one state snapshot, no JavaScript. Every function is ranked worst first
-(failing polls, then stale data, then not polled yet, then the lowest success ratio); one page
+(failing polls, then stale data, then not polled yet, then the lowest success ratio: the recent
+one, from the executions counted in the last 15 minutes, where there is one, else Mudbase's
+lifetime ratio); a function's latest failed execution (error class, trigger, when) is shown
+beside the last error of its polling, and how many of the executions Mudbase reported were
+counted (the coverage of the execution metrics) above the table. One page
 shows `PAGE_SIZE` of them, filtered by `?q=` (a substring of project/function or name) and
 paged by `?page=`. The ranking (statuses, order, summary counts) is kept for as long as the
 state's generation and the interval stay the same and no function has turned stale since, so
@@ -25,6 +29,7 @@ from urllib.parse import parse_qs, urlencode
 from exporter import __version__
 from exporter.config import public_url
 from exporter.durations import format_duration
+from exporter.failures import RECENT_WINDOW, RecentRatio
 from exporter.logs import REDACTOR
 from exporter.planner import Plan
 from exporter.state import StateStore, TargetState
@@ -35,6 +40,7 @@ MAX_PAGE = 100_000
 DETAIL_CHARS = 300  # an error's detail is cut to this length on the page
 STALE_INTERVALS = 3  # data older than this many effective intervals is stale
 REFRESH_BOUNDS = (5, 60)  # seconds: the page reloads every interval, within these bounds
+RERANK_AFTER = 60.0  # seconds: the recent ratios slide with time, the ranking follows
 DOCS_URL = "https://github.com/mudbase/mudbase-exporter/blob/main/docs/operations.md"
 _UNKNOWN_RATIO = 2.0  # sorts after every real ratio
 
@@ -97,6 +103,8 @@ class _Ranking:
     states: list[TargetState]
     statuses: list[Status]
     counts: dict[Status, int]
+    recent: dict[int, RecentRatio]  # by place in `states`: functions with executions counted
+    coverage: tuple[int, int]  # executions counted, and those Mudbase reported, since watching
     _texts: list[str] | None = None  # what the filter searches, made for the first filter
 
     def holds(self, generation: int, interval: float, now: float) -> bool:
@@ -147,13 +155,41 @@ def _ratio(state: TargetState) -> float | None:
     return state.stats.success_ratio if state.stats else None
 
 
-def _ratio_rank(state: TargetState) -> float:
-    ratio = _ratio(state)
-    return _UNKNOWN_RATIO if ratio is None else ratio
+def _recent(state: TargetState, now: float) -> RecentRatio | None:
+    """The function's recent ratio, if it had executions counted in the recent window."""
+    if state.executions is None or not state.executions.failures.recent:
+        return None
+    recent = state.executions.failures.recent_ratio(now)
+    return recent if recent.executions else None
 
 
-def _failing_rank(state: TargetState) -> tuple[int, float]:
-    return -state.consecutive_failures, _ratio_rank(state)
+def _ratio_ranks(
+    targets: Iterable[TargetState], now: float
+) -> tuple[dict[int, float], dict[int, RecentRatio]]:
+    """Each function's rank among its status, by the id of its snapshot: its recent ratio
+    where it has one, else its lifetime ratio, else after every ratio; and the recent ratios."""
+    ranks, recents = {}, {}
+    for state in targets:
+        recent = _recent(state, now)
+        if recent is not None:
+            recents[id(state)] = recent
+            ratio = recent.ratio
+        else:
+            ratio = _ratio(state)
+        ranks[id(state)] = _UNKNOWN_RATIO if ratio is None else ratio
+    return ranks, recents
+
+
+def _coverage(targets: Iterable[TargetState]) -> tuple[int, int]:
+    """Executions counted in logs answers, and those Mudbase reported (counted + unobserved),
+    over every function, since the exporter started watching each."""
+    counted = reported = 0
+    for state in targets:
+        if state.executions is not None:
+            seen = sum(state.executions.counts.values())
+            counted += seen
+            reported += seen + state.executions.unobserved
+    return counted, reported
 
 
 def _searchable(state: TargetState) -> str:
@@ -165,21 +201,30 @@ def _ranking(
     targets: Iterable[TargetState], generation: int, interval: float, now: float
 ) -> _Ranking:
     """The functions (in the snapshot's order, by project and function) worst first: by
-    status, failing ones by their failures in a row, then by the lowest success ratio. Sorted
-    apart per status with keys that make no new objects: at 50,000 functions a tuple per
-    function (and the garbage collections it set off) cost most of a ranking."""
+    status, failing ones by their failures in a row, then by the lowest success ratio (recent,
+    else lifetime). Sorted apart per status with keys that make no new objects: at 50,000
+    functions a tuple per function (and the garbage collections it set off) cost most of a
+    ranking."""
+    targets = list(targets)
+    ranks, recents = _ratio_ranks(targets, now)
     by_status: dict[Status, list[TargetState]] = {status: [] for status in Status}
     for state in targets:
         by_status[status_of(state, now, interval)].append(state)
-    by_status[Status.FAILING].sort(key=_failing_rank)  # sorts are stable: ties stay in order
+    failing = by_status[Status.FAILING]  # sorts are stable: ties stay in order
+    failing.sort(key=lambda s: ranks[id(s)])
+    failing.sort(key=lambda s: -s.consecutive_failures)
     for status in (Status.STALE, Status.PENDING, Status.UP):
-        by_status[status].sort(key=_ratio_rank)
+        by_status[status].sort(key=lambda s: ranks[id(s)])
     up = by_status[Status.UP]  # each has a last success; the oldest turns stale first
     until = min((s.last_success or 0.0 for s in up), default=math.inf) + STALE_INTERVALS * interval
     states = [state for status in Status for state in by_status[status]]
     statuses = [status for status in Status for _ in by_status[status]]
     counts = {status: len(group) for status, group in by_status.items()}
-    return _Ranking(generation, interval, now, until, states, statuses, counts)
+    recent = {place: recents[id(s)] for place, s in enumerate(states) if id(s) in recents}
+    until = min(until, now + RERANK_AFTER)
+    return _Ranking(
+        generation, interval, now, until, states, statuses, counts, recent, _coverage(states)
+    )
 
 
 # -- cells ---------------------------------------------------------------------------------
@@ -235,6 +280,26 @@ def _error(state: TargetState, now: float) -> str:
     return text + (f'<br><span class="detail">{shown}</span>' if detail else "")
 
 
+def _recent_cell(recent: RecentRatio | None, objective: float) -> str:
+    if recent is None:
+        return '<span class="muted">&ndash;</span>'
+    return (
+        f'{_percent(recent.ratio, objective)} <span class="muted">of {recent.executions:,}</span>'
+    )
+
+
+def _failure(state: TargetState, now: float) -> str:
+    """The newest failed execution seen: its error class (redacted when folded, again here;
+    its own class, not `other`: the page has no bound on label values), trigger and invoker,
+    and when."""
+    latest = state.executions.failures.latest if state.executions is not None else None
+    if latest is None:
+        return ""
+    error = escape(REDACTOR.redact(latest.folded or latest.error_class))
+    how = escape(f"{latest.trigger_type}, {latest.invoked_by}")
+    return f'<span class="detail">{error}</span><br>{how} {_when(latest.at, now)}'
+
+
 def _function(state: TargetState) -> str:
     name = state.info.name if state.info else ""
     cell = escape(state.key.function)
@@ -243,7 +308,7 @@ def _function(state: TargetState) -> str:
     return cell
 
 
-def _row(state: TargetState, status: Status, now: float) -> str:
+def _row(state: TargetState, status: Status, recent: RecentRatio | None, now: float) -> str:
     stats = state.stats
     failures = state.consecutive_failures
     health = status.name.lower()
@@ -253,14 +318,16 @@ def _row(state: TargetState, status: Status, now: float) -> str:
         f'<span class="badge {status.name.lower()}">{health}</span>',
         escape(state.key.project),
         _function(state),
+        _recent_cell(recent, state.settings.slo_objective),
         _percent(_ratio(state), state.settings.slo_objective),
         _executions(state),
         _seconds(stats.avg_execution_seconds if stats else None),
         _when(stats.last_run_timestamp if stats else None, now),
         _when(state.last_success, now),
+        _failure(state, now),
         _error(state, now),
     )
-    numeric = {3, 4, 5}
+    numeric = {3, 4, 5, 6}
     return (
         "<tr>"
         + "".join(
@@ -312,6 +379,18 @@ def _budget(plan: Plan) -> str:
     return line + "."
 
 
+def _coverage_line(counted: int, reported: int) -> str:
+    """How many of the executions Mudbase reported were counted from logs answers: the share
+    behind the execution metrics and the recent ratios."""
+    if not reported:
+        return "Executions counted from logs answers: none reported yet."
+    return (
+        f"Executions counted from logs answers: <b>{counted / reported:.1%}</b> "
+        f"({counted:,} of the {reported:,} Mudbase reported since the exporter began watching "
+        "each function; the rest were never on a fetched logs page)."
+    )
+
+
 def _link(request: PageRequest, page: int) -> str:
     params = {"q": request.q} if request.q else {}
     return "?" + urlencode({**params, "page": page})
@@ -346,12 +425,14 @@ _COLUMNS = (
     "Health",
     "Project",
     "Function",
+    f"Recent ({format_duration(RECENT_WINDOW)})",
     "Success ratio",
     "Executions",
     "Avg time",
     "Last run",
     "Last success",
-    "Last error",
+    "Latest failure",
+    "Last poll error",
 )
 
 
@@ -387,7 +468,9 @@ def _page(request: PageRequest, ranking: _Ranking, overview: Overview, now: floa
     plan = overview.plan
     rows = ranking.matching(request.q)
     shown = rows[(request.page - 1) * PAGE_SIZE : request.page * PAGE_SIZE]
-    body = "\n".join(_row(ranking.states[i], ranking.statuses[i], now) for i in shown)
+    body = "\n".join(
+        _row(ranking.states[i], ranking.statuses[i], ranking.recent.get(i), now) for i in shown
+    )
     head = "".join(f"<th>{c}</th>" for c in _COLUMNS)
     html = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -398,6 +481,7 @@ def _page(request: PageRequest, ranking: _Ranking, overview: Overview, now: floa
 <body><h1>Mudbase Exporter</h1>
 {_pause(overview.paused_until, now)}<p id="summary">{_summary(ranking.counts)}</p>
 <p id="budget">{_budget(plan)}</p>
+<p id="coverage">{_coverage_line(*ranking.coverage)}</p>
 <p class="muted">Version {escape(__version__)} on Python {escape(platform.python_version())};
 Mudbase at <code>{escape(public_url(overview.mudbase_url))}</code>. This page reloads every
 {_refresh(plan)} s.</p>

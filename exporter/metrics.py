@@ -116,6 +116,33 @@ FUNCTION_EXECUTION_DURATION = MetricSpec(
     FUNCTION_LABELS,
 )
 
+# Per function, why it fails: from the failed executions in its logs answers (error classes:
+# exporter/errorclass.py; at most 4 a function, the rest `other`).
+FUNCTION_LAST_FAILURE_INFO = MetricSpec(
+    "mudbase_function_last_failure_info",
+    "gauge",
+    "Always 1, one series per function with a failed execution seen: the newest one's "
+    "error_class (its error text's first line with numbers, IDs and quoted values folded, "
+    "secrets redacted, at most 60 characters; at most 4 classes a function, then other), "
+    "trigger_type and invoked_by. Its first logs answer counts.",
+    (*FUNCTION_LABELS, "error_class", "trigger_type", "invoked_by"),
+)
+FUNCTION_LAST_FAILURE_TIME = MetricSpec(
+    "mudbase_function_last_failure_timestamp_seconds",
+    "gauge",
+    "Unix time of the newest failed execution seen in the function's logs answers (executedAt), "
+    "the one mudbase_function_last_failure_info describes.",
+    FUNCTION_LABELS,
+)
+FUNCTION_OBSERVED_FAILURES = MetricSpec(
+    "mudbase_function_observed_failures_total",
+    "counter",
+    "Failed executions counted in mudbase_function_observed_executions_total, by error_class "
+    "(as in mudbase_function_last_failure_info: at most 4 classes a function, then other). A "
+    "class seen in the function's first logs answer starts at 0.",
+    (*FUNCTION_LABELS, "error_class"),
+)
+
 FUNCTION_VALUE_METRICS = (
     FUNCTION_EXECUTIONS,
     FUNCTION_FAILED_EXECUTIONS,
@@ -129,6 +156,11 @@ FUNCTION_EXECUTION_METRICS = (
     FUNCTION_OBSERVED_EXECUTIONS,
     FUNCTION_UNOBSERVED_EXECUTIONS,
     FUNCTION_EXECUTION_DURATION,
+)
+FUNCTION_FAILURE_METRICS = (
+    FUNCTION_LAST_FAILURE_INFO,
+    FUNCTION_LAST_FAILURE_TIME,
+    FUNCTION_OBSERVED_FAILURES,
 )
 
 # The exporter's own health.
@@ -254,6 +286,7 @@ ALL_METRICS = (
     *FUNCTION_HEALTH_METRICS,
     *FUNCTION_CONFIG_METRICS,
     *FUNCTION_EXECUTION_METRICS,
+    *FUNCTION_FAILURE_METRICS,
     UPSTREAM_REQUESTS,
     POLL_ERRORS,
     POLL_DURATION,

@@ -31,7 +31,7 @@ from functools import partial
 from exporter.client import MudbaseClient
 from exporter.config import ID_PATTERN, KEEP_VALUES_INTERVALS
 from exporter.errors import PollError, Reason
-from exporter.executions import PAGE_SIZE, ExecutionTotals, page_limit
+from exporter.executions import FIRST_PAGE, PAGE_SIZE, ExecutionTotals, page_limit
 from exporter.logs import get_logger
 from exporter.planner import (
     POLL_DEADLINE,
@@ -40,6 +40,8 @@ from exporter.planner import (
     RequestPlanner,
     RequestSkipped,
 )
+from exporter.priority import Fingerprint, logs_priority
+from exporter.priority import fingerprint as _fingerprint
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore, TargetState
 from exporter.supervision import Loop
@@ -129,7 +131,7 @@ class Poller:
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
         self._project_tasks: dict[str, asyncio.Task[None]] = {}
         self._selectors: dict[str, ProjectSelector] = {}
-        self._seen: dict[TargetKey, tuple[object, ...]] = {}  # stats when logs were last fetched
+        self._seen: dict[TargetKey, Fingerprint] = {}  # stats when logs were last fetched
         self._logs_at: dict[TargetKey, float] = {}  # loop time of the last logs request
         self._logs_in_flight: set[TargetKey] = set()  # one change-driven logs request a function
         self._logs_queue: deque[_LogsRequest] = deque()
@@ -338,8 +340,9 @@ class Poller:
         self._logs_at.pop(key, None)
 
     def _listed_totals(self, key: TargetKey, summary: FunctionSummary) -> ExecutionTotals | None:
-        """Before its first logs answer, a discovered function's executions are counted from
-        its listings as unobserved, so a function never fetched shows as a coverage gap."""
+        """A discovered function's executions that its logs answers miss are counted from its
+        listings as unobserved, listing by listing (`ExecutionTotals.listed`), so a function
+        fetched rarely or never shows as a coverage gap when it runs, not hours later."""
         settings = self._settings
         if not (settings.execution_metrics and settings.logs_for_changes) or (
             key in self._logs_in_flight
@@ -349,7 +352,7 @@ class Poller:
         total = summary.stats.total_executions
         if totals is None:
             return ExecutionTotals.watching(total)
-        return None if totals.placed else totals.listed(total)
+        return totals.listed(total)
 
     def _fetch_changed_logs(self, project: str, found: Mapping[TargetKey, FunctionSummary]) -> None:
         """Logs only where the listed stats moved (or max_age passed), oldest first, as many
@@ -367,7 +370,13 @@ class Poller:
                 or now - self._logs_at.get(key, -math.inf) >= self._settings.max_age
             )
         ]
-        due.sort(key=lambda key: self._logs_at.get(key, -math.inf))
+        due.sort(  # failures first; a function first listed is its own baseline from then on
+            key=lambda key: logs_priority(
+                self._seen.setdefault(key, _fingerprint(found[key].stats)),
+                found[key].stats,
+                self._logs_at.get(key, -math.inf),
+            )
+        )
         pages = [self._pages_for(key, found[key].stats.total_executions) for key in due]
         granted = self._planner.logs_allowance(project, pages)
         deadline = now + self._planner.poll_deadline
@@ -514,7 +523,7 @@ class Poller:
         if not self._settings.execution_metrics:
             return (await fetch()).stats, None
         if totals is None or not totals.placed:
-            first = await fetch()
+            first = await fetch(limit=FIRST_PAGE)
             placed = (totals or ExecutionTotals(placed=False)).place(
                 first.executions, first.stats.total_executions
             )
@@ -586,8 +595,3 @@ class Poller:
             )
         else:
             log.debug("poll failed", target=str(key), reason=reason.value, detail=detail)
-
-
-def _fingerprint(stats: FunctionStats) -> tuple[object, ...]:
-    """What tells that a function ran since the last look: its counts and last run."""
-    return (stats.total_executions, stats.failed_executions, stats.last_run_timestamp)

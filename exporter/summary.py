@@ -18,8 +18,11 @@ from exporter.durations import format_duration
 from exporter.planner import (
     LISTING_SHARE,
     MUDBASE_LIMIT,
+    Demand,
     Plan,
+    ProjectSize,
     RequestKind,
+    make_plan,
     projected_plan,
     shard_budget,
 )
@@ -27,6 +30,7 @@ from exporter.targets import Shard, TargetKey
 from exporter.upstream import LIST_PAGE_SIZE
 
 SHOWN = 10  # function IDs shown per project
+CYCLE_SIZES = (1_000, 5_000, 10_000)  # discovered functions the logs cycle is projected for
 
 
 def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
@@ -60,6 +64,8 @@ def config_summary(loaded: LoadedConfig, shard: Shard | None = None) -> str:
     ]
     if discovered:
         lines += _discovery_lines(plan, config.max_age)
+        if loaded.change_driven_logs:
+            lines += _cycle_lines(plan)
     if plan.stretched:
         lines.append(
             f"  the budget stretches the interval to {format_duration(round(plan.interval))}: "
@@ -133,6 +139,42 @@ def _discovery_lines(plan: Plan, max_age: float) -> list[str]:
         f"discovered functions ({in_one} in one project, whose listing is planned to end within "
         f"{LISTING_SHARE:.0%} of the interval); beyond that the interval stretches at run time",
     ]
+
+
+def _cycle_lines(plan: Plan) -> list[str]:
+    """How often each discovered function's logs can be fetched (its error and executions
+    known), at a few sizes, and what twice the interval or twice the budget would make of it."""
+    lines = [
+        "  logs cycle: how often each discovered function's logs can be fetched (why it fails, "
+        "its executions) if all of them change; functions with new failures go first"
+    ]
+    for functions in CYCLE_SIZES:
+        now = _cycle(plan, functions, plan.configured_interval, plan.budget)
+        slower = _cycle(plan, functions, 2 * plan.configured_interval, plan.budget)
+        bigger = _cycle(plan, functions, plan.configured_interval, 2 * plan.budget)
+        lines.append(
+            f"    {functions:,} discovered functions: {now}; at interval "
+            f"{format_duration(2 * plan.configured_interval)}: {slower}; at request_budget "
+            f"{2 * plan.budget:.0f}: {bigger}"
+        )
+    return lines
+
+
+def _cycle(plan: Plan, functions: int, interval: float, budget: float) -> str:
+    """Every how long each of `functions` discovered functions (spread over the configured
+    discovered projects) can have its logs fetched, by the planner's plan for them."""
+    projects = list(plan.demand.projects) or ["p"]
+    share = -(-functions // len(projects))
+    size = ProjectSize(-(-share // LIST_PAGE_SIZE), share)
+    demand = Demand(
+        plan.demand.listed, plan.demand.pages_per_poll, dict.fromkeys(projects, size), True
+    )
+    projected = make_plan(demand, interval, budget)
+    if projected.logs_requests < 1:
+        return "never (the listings leave no logs requests)"
+    seconds = max(1.0, functions / projected.logs_requests) * projected.interval
+    every = format_duration(round(seconds / 60) * 60 if seconds >= 3600 else round(seconds))
+    return f"every {every} ({projected.logs_requests:.0f} a round)"
 
 
 def describe_credentials(credentials: Credentials) -> str:

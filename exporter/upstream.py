@@ -75,6 +75,7 @@ class _Execution(_Model):
     success: bool | None = None
     trigger_type: str | None = Field(None, alias="triggerType")
     invoked_by: str | None = Field(None, alias="invokedBy")
+    error: Any = None  # documented as text; an object's `message` is taken, anything else not
 
 
 class _LogsData(_Model):
@@ -107,6 +108,7 @@ class Execution(NamedTuple):
     success: bool | None = None
     trigger_type: str | None = None
     invoked_by: str | None = None
+    error: str | None = None  # the raw text: only ever shown folded (exporter.errorclass)
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,15 @@ def _to_execution(raw: _Execution) -> Execution:
         raw.success,
         raw.trigger_type,
         raw.invoked_by,
+        _error_text(raw.error),
     )
+
+
+def _error_text(error: Any) -> str | None:
+    """The error's text: a string, or an error object's `message` (some runtimes send one)."""
+    if isinstance(error, dict):
+        error = error.get("message")
+    return error if isinstance(error, str) else None
 
 
 class _Trigger(_Model):

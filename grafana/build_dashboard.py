@@ -325,6 +325,23 @@ def executions() -> list[Panel]:
                 width=8,
                 defaults={"min": 0, "max": 1},
             ),
+            series(
+                "Failures by error class",
+                "Failed executions per minute seen in logs answers, per function and error "
+                "class: the error text's first line with numbers, IDs and quoted values folded, "
+                "secrets redacted (at most 4 classes a function, then other). "
+                "mudbase_function_last_failure_info has each function's latest one.",
+                "opm",
+                [
+                    (
+                        "60 * sum by (project, function, error_class) "
+                        f"(rate(mudbase_function_observed_failures_total{{{SEL}}}"
+                        "[$__rate_interval]))",
+                        "{{project}}/{{function}}: {{error_class}}",
+                    )
+                ],
+                width=24,
+            ),
         ],
     )
 

@@ -3,6 +3,7 @@
 import math
 import random
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,6 +12,20 @@ from typing import Any, Literal
 Dialect = Literal["docs", "openapi"]
 INVOKERS = ("trigger", "manual", "api_key", "cron")
 KEPT_EXECUTIONS = 500
+# What failed executions say when a function sets no `error`: texts shaped like real runtimes'
+# (a stack trace's lines, IDs, addresses, counts), so the exporter's folding has work to do;
+# each function fails in two of these ways (picked by its ID), as a real one fails in a few.
+# A run longer than a second is a timeout.
+ERRORS = (
+    "TypeError: Cannot read properties of undefined (reading 'id')\n"
+    "    at handler (/var/task/index.js:14:22)\n    at process.processTicksAndRejections",
+    "MongoServerError: E11000 duplicate key error collection: app.orders index: _id_ dup key: "
+    "{{ _id: ObjectId('{hex}') }}",
+    "Error: connect ECONNREFUSED 10.0.{n}.17:5432",
+    "Error: Request failed with status code 503",
+    'ValidationError: order {hex} is missing field "customerId"',
+)
+TIMEOUT = "Timeout"
 
 
 def iso(timestamp: float) -> str:
@@ -26,6 +41,7 @@ class Execution:
     success: bool
     trigger_type: str
     invoked_by: str
+    error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -41,7 +57,7 @@ class Execution:
         if self.success:
             body["result"] = {"ok": True}
         else:
-            body["error"] = "Timeout" if self.execution_ms > 1000 else "Error: simulated failure"
+            body["error"] = self.error
         return {k: v for k, v in body.items() if v is not None}
 
 
@@ -63,6 +79,7 @@ class SimFunction:
     # a failure shows up this many seconds after it started, dated by its start (a run that
     # timed out): it lands in the log behind executions that started after it
     failure_delay: float = 0.0
+    error: str | None = None  # what every failure says; None: a realistic text (ERRORS)
     initial_executions: int = 0
     total: int = 0
     successful: int = 0
@@ -112,7 +129,13 @@ class SimFunction:
         invoker = "trigger" if rng.random() < 0.8 else rng.choice(INVOKERS)
         started = at if success else at - self.failure_delay
         execution = Execution(
-            f"{self.id}-{self._serial:08d}", started, millis, success, self.trigger_type, invoker
+            f"{self.id}-{self._serial:08d}",
+            started,
+            millis,
+            success,
+            self.trigger_type,
+            invoker,
+            None if success else self._error(millis, rng),
         )
         position = 0  # newest first: behind every execution that started after it
         while position < len(self.executions) and self.executions[position].executed_at > started:
@@ -122,6 +145,15 @@ class SimFunction:
         if len(self.executions) == KEPT_EXECUTIONS:
             self.executions.pop()
         self.executions.insert(position, execution)
+
+    def _error(self, millis: int, rng: random.Random) -> str:
+        if self.error is not None:
+            return self.error
+        if millis > 1000:
+            return TIMEOUT
+        first = zlib.crc32(self.id.encode()) % len(ERRORS)
+        text = ERRORS[(first + rng.randrange(2)) % len(ERRORS)]
+        return text.format(hex=f"{rng.getrandbits(96):024x}", n=rng.randrange(256))
 
     @property
     def last_run(self) -> float | None:

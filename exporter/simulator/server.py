@@ -339,6 +339,7 @@ _SETTABLE = {
     "drift_period",
     "mean_execution_ms",
     "initial_executions",
+    "error",
 }
 
 

@@ -2,6 +2,7 @@
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -61,9 +62,9 @@ def test_success_rate_drop_pages_and_resolves(stack: Stack) -> None:
     assert match, alert["annotations"]["description"]
     assert float(match.group(1)) < 99  # below the objective
     assert alert["annotations"]["runbook_url"].endswith("#mudbasefunctionsuccessratelow")
-    # the steady function never paged
+    # the steady function never paged (charge may, in its own test)
     assert all(
-        a["labels"]["function"] == "flaky"
+        a["labels"]["function"] in {"flaky", "charge"}
         for a in receiver.alerts("/mudbase-pages", "MudbaseFunctionSuccessRateLow", "firing")
     )
 
@@ -75,6 +76,33 @@ def test_success_rate_drop_pages_and_resolves(stack: Stack) -> None:
         90,
         "the page to resolve",
     )
+
+
+def test_a_function_failing_with_timeout_pages_and_the_notification_says_timeout(
+    stack: Stack,
+) -> None:
+    prometheus, receiver = stack.prometheus, stack.receiver
+    wait_for(
+        lambda: bool(
+            prometheus.vector('mudbase_function:executions:increase1h{function="charge"} > 0')
+        ),
+        30,
+        "Prometheus to record the charge function's executions",
+    )
+    stack.simulator.put_function("sys", "charge", failure_ratio=0.6, error="Timeout")
+
+    def page() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in receiver.alerts("/mudbase-pages", "MudbaseFunctionSuccessRateLow", "firing")
+            if a["labels"]["function"] == "charge"
+        ]
+
+    wait_for(lambda: bool(page()), 60, "the charge function's page to reach the webhook")
+    description = page()[0]["annotations"]["description"]
+    why = r"Latest failure: Timeout \(trigger http, invoked by (trigger|manual|api_key|cron)\)\.$"
+    assert re.search(why, description), description
+    stack.simulator.put_function("sys", "charge", failure_ratio=0.0)
 
 
 def test_broken_function_reaches_the_ticket_receiver(stack: Stack) -> None:

@@ -70,3 +70,53 @@ def test_status_page_renders_updates_on_reload_and_escapes(tmp_path: Path) -> No
             assert re.search(r">2</b> failing", dom)
             assert "HTTP 503" in row(dom, "steady")
             assert "evil" not in dom.split("<tbody>", 1)[1]  # filtered out
+
+
+WHY_CONFIG = """\
+mudbase: {{url: "{url}", token: {token}, timeout: 500ms}}
+interval: 1s
+targets:
+  - project: pay
+    functions: [charge, calm]
+"""
+
+
+def test_a_failing_functions_row_says_why_and_its_recent_ratio_ranks_it(tmp_path: Path) -> None:
+    with run_simulator() as simulator:
+        # charge: fine for months (99%), failing now; calm: failed half its history, fine now
+        simulator.put_function(
+            "pay", "charge", rate_per_minute=600, failure_ratio=0.01, initial_executions=10_000
+        )
+        simulator.put_function(
+            "pay", "calm", rate_per_minute=600, failure_ratio=0.5, initial_executions=10_000
+        )
+        simulator.put_function("pay", "calm", failure_ratio=0.0)
+        config = tmp_path / "config.yaml"
+        config.write_text(WHY_CONFIG.format(url=simulator.url, token=SIM_TOKEN))
+        with run_exporter(config) as exporter:
+            simulator.put_function("pay", "charge", failure_ratio=0.7, error="Timeout")
+            wait_for(
+                lambda: "Timeout" in row(dump_dom(f"{exporter.url}/"), "charge"),
+                30,
+                "the page to show charge's Timeout",
+                step=0.2,
+            )
+            wait_for(
+                lambda: _first_row(dump_dom(f"{exporter.url}/")) == "charge",
+                30,
+                "charge, failing now, to rank above calm, whose failures are history",
+                step=0.2,
+            )
+            dom = dump_dom(f"{exporter.url}/")
+            charge = row(dom, "charge")
+            assert re.search(r"Timeout\s+http, (trigger|manual|api_key|cron)\s+\d+s ago", charge)
+            recent, lifetime = re.findall(r"(\d+\.\d\d)%", charge)[:2]
+            assert float(recent) < 90 < float(lifetime)  # recent ratio beside the lifetime one
+            assert re.search(r"\d+\.\d\d%\s+of \d+", charge)  # with the executions it counts
+            assert re.search(r"Executions counted from logs answers: <b>\d+\.\d%</b>", dom)
+
+
+def _first_row(dom: str) -> str:
+    body = dom.split("<tbody>", 1)[1]
+    first: str = re.findall(r"<tr><td>.*?</td><td>.*?</td><td>(.*?)</td>", body, re.S)[0]
+    return first

@@ -67,7 +67,7 @@ def observed_executions() -> ExecutionTotals:
     )
     seen = [
         Execution("e1", moment(101), 0.004, True, "http", "trigger"),
-        Execution("e2", moment(102), 0.3, False, "http", "trigger"),
+        Execution("e2", moment(102), 0.3, False, "http", "trigger", 'Bad "input" \\ 7\nat x'),
         Execution("e3", moment(103), 200.0, None, "queue", None),
         Execution("e4", moment(104), None, True, "http", "manual"),
     ]

@@ -9,17 +9,11 @@ from exporter.executions import (
     LOOKBACK,
     MAX_SEEN,
     ExecutionTotals,
-    Kind,
     NewExecutions,
+    kind_of,
     page_limit,
 )
 from exporter.upstream import Execution
-
-
-def kind_of(execution: Execution) -> Kind:
-    """The label values one execution is counted under."""
-    totals = ExecutionTotals(placed=False).place([], 0).advance([execution], 1)
-    return next(kind for kind, count in totals.counts.items() if count)
 
 
 def moment(seconds: float) -> datetime:
@@ -176,3 +170,34 @@ def test_the_window_is_bounded_in_size_and_in_time() -> None:
     assert (
         totals.cursor.new_of([Execution("late", moment(1100.5), 1.0, False)]) == []
     )  # too old now
+
+
+def test_listings_move_the_unobserved_count_with_the_stats_not_at_the_next_fetch() -> None:
+    totals = ExecutionTotals(placed=False).place([run(0)], total=10)
+    # listed at 1100 with 5 new: they wait one listing for a logs answer
+    totals = totals.listed(15, at=1100)
+    assert totals.unobserved == 0
+    # listed at 1200 with 5 more, still no logs answer: the first 5 are unobserved now
+    totals = totals.listed(20, at=1200)
+    assert totals.unobserved == 5
+    totals = totals.listed(20, at=1300)  # nothing new: the next 5 are written off too
+    assert totals.unobserved == 10
+    assert totals.listed(20, at=1400) is totals  # nothing left: the very same totals
+    # the late logs answer holds executions written off (dated before the listing at 1200)
+    # and 3 run since: only those 3 are counted, and nothing is unobserved twice
+    late = [run(n, at=1100 + 10 * n) for n in range(1, 10)]
+    late += [run(500, at=1310), run(501, at=1320), run(502, at=1330)]
+    fetched = totals.advance(totals.cursor.new_of(late), total=23)
+    assert sum(fetched.counts.values()) == 3
+    assert fetched.unobserved == 10
+
+
+def test_a_fetch_after_one_listing_counts_what_that_listing_reported() -> None:
+    totals = ExecutionTotals(placed=False).place([run(0)], total=10).listed(14, at=1100)
+    assert totals.expected_new(14) == 4  # a logs request asks for the pending ones
+    fetched = totals.advance(
+        totals.cursor.new_of([run(n, at=1050 + n) for n in range(1, 5)]), total=14
+    )
+    assert sum(fetched.counts.values()) == 4
+    assert fetched.unobserved == 0
+    assert fetched.listed(14, at=1200).unobserved == 0

@@ -6,11 +6,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter import landing
+from exporter.executions import ExecutionTotals
 from exporter.exposition import CachedExposition
 from exporter.landing import (
     PAGE_SIZE,
@@ -24,7 +26,7 @@ from exporter.logs import REDACTOR
 from exporter.planner import Demand, make_plan
 from exporter.state import StateStore, TargetKey, TargetState
 from exporter.targets import FunctionInfo, FunctionSettings
-from exporter.upstream import FunctionStats
+from exporter.upstream import Execution, FunctionStats
 from exporter.web import ExporterHTTPServer
 from tests.helpers import http_get, serving_exporter
 
@@ -134,6 +136,82 @@ def test_worst_first_failing_then_stale_then_pending_then_lowest_ratio() -> None
     assert "8 functions: <b>4</b> up" in html
     assert '<b class="bad">2</b> failing, <b>1</b> stale, <b>1</b> not polled yet' in html
     assert "failing &times;3" in html
+
+
+def counted(failures: int, successes: int, error: str, at: float = NOW - 60) -> ExecutionTotals:
+    """Totals placed on an empty answer that then counted these executions, dated `at`."""
+    when = datetime.fromtimestamp(at, UTC)
+    executions = [
+        Execution(f"x{n}", when, 0.1, n >= failures, "document", "trigger", error)
+        for n in range(failures + successes)
+    ]
+    return ExecutionTotals(placed=False).place([], 0).advance(executions, failures + successes + 5)
+
+
+def test_the_latest_failure_shows_its_error_escaped_and_redacted_with_trigger_and_time() -> None:
+    REDACTOR.add("tok-5a4b3c2d1e")
+    state = StateStore()
+    key = TargetKey("shop", "charge")
+    state.set_targets([key])
+    state.record_success(key, stats(0.99), NOW)
+    error = "Refused <b>tok-5a4b3c2d1e</b> by 'db'\n at x"
+    state.record_executions(key, counted(2, 1, error, at=NOW - 120), replacing=None)
+    row = page(state).split("<tbody>", 1)[1]
+    assert "tok-5a4b3c2d1e" not in row
+    assert (
+        '<span class="detail">Refused &lt;b&gt;&lt;redacted&gt;&lt;/b&gt; by &lt;str&gt;</span>'
+        in row
+    )
+    assert "document, trigger" in row
+    assert "2m ago" in row
+    assert "<b>" not in row.replace("<b>shop", "")  # no markup from the error text
+
+
+def test_the_page_shows_the_latest_failures_own_class_where_the_metric_says_other() -> None:
+    state = StateStore()
+    key = TargetKey("shop", "charge")
+    state.set_targets([key])
+    state.record_success(key, stats(0.5), NOW)
+    totals = ExecutionTotals(placed=False).place([], 0)
+    for n, error in enumerate(["A", "B", "C", "D", "E is new"]):
+        when = datetime.fromtimestamp(NOW - 100 + n, UTC)
+        failed = Execution(f"x{n}", when, 0.1, False, "http", "trigger", error)
+        totals = totals.advance([failed], n + 1)
+    state.record_executions(key, totals, replacing=None)
+    assert totals.failures.latest is not None
+    assert totals.failures.latest.error_class == "other"  # the label is bounded
+    row = page(state).split("<tbody>", 1)[1]
+    assert '<span class="detail">E is new</span>' in row
+
+
+def test_failing_functions_sort_by_the_recent_ratio_shown_beside_the_lifetime_one() -> None:
+    state = StateStore()
+    keys = {name: TargetKey("p", name) for name in ("old", "now", "fine")}
+    state.set_targets(keys.values())
+    state.record_success(keys["old"], stats(0.6), NOW)  # failed long ago: recovered since
+    state.record_executions(keys["old"], counted(0, 10, ""), replacing=None)
+    state.record_success(keys["now"], stats(0.99), NOW)  # fine for months, failing now
+    state.record_executions(keys["now"], counted(3, 1, "Timeout"), replacing=None)
+    state.record_success(keys["fine"], stats(0.9), NOW)  # no executions counted: lifetime
+    html = page(state)
+    # 25% recent, 90% lifetime (nothing recent), 100% recent (60% lifetime)
+    assert rows(html) == ["p/now", "p/fine", "p/old"]
+    now_row = html.split("<tbody>", 1)[1].split("</tr>")[0]
+    assert '>25.00%</span> <span class="muted">of 4</span>' in now_row
+    assert ">99.00%</span>" in now_row  # the lifetime ratio beside it
+    assert "Recent (15m)" in html
+
+
+def test_the_coverage_of_the_counted_executions_is_said() -> None:
+    state = StateStore()
+    keys = [TargetKey("p", "a"), TargetKey("p", "b")]
+    state.set_targets(keys)
+    for key in keys:  # each counted 4 of the 9 the stats reported: 5 unobserved
+        state.record_success(key, stats(0.9), NOW)
+        state.record_executions(key, counted(1, 3, "x"), replacing=None)
+    html = page(state)
+    assert "<b>44.4%</b> (8 of the 18 Mudbase reported" in html
+    assert "none reported yet" in page(failed_once("auth", "x"))
 
 
 def test_pagination_and_filter_keep_each_other() -> None:

@@ -185,11 +185,11 @@ class FunctionLog:
         self.requests: list[tuple[int, int]] = []
         self.arrive_between_pages = 0
 
-    def run(self, count: int, success: bool = True) -> None:
+    def run(self, count: int, success: bool = True, error: str | None = None) -> None:
         for _ in range(count):
             serial = len(self.executions)
             execution = Execution(
-                f"e{serial}", moment(1000 + serial), 0.2, success, "http", "trigger"
+                f"e{serial}", moment(1000 + serial), 0.2, success, "http", "trigger", error
             )
             self.executions.insert(0, execution)
 
@@ -233,9 +233,36 @@ async def test_the_first_answer_places_the_cursor_and_later_ones_count_new_execu
         ("success", "http", "trigger"): 3,
     }
     assert totals.buckets[5] == 7  # 0.2 s: the 0.25 s bucket (the sixth)
-    assert log.requests == [(1, 0), (100, 0)]  # one to place; a full page while the pace is unknown
+    # a full page to place the cursor (its newest failure is used), and while the pace is unknown
+    assert log.requests == [(100, 0), (100, 0)]
     await p.poll_once(KEYS[0])  # nothing new: nothing counted twice
     assert observed(state) == (7, 0)
+
+
+@pytest.mark.asyncio
+async def test_the_first_answer_says_why_the_function_fails_without_counting() -> None:
+    log, state = FunctionLog(), StateStore()
+    log.run(3, success=False, error="Error: connect ECONNREFUSED 10.0.0.7:5432")
+    log.run(1, success=False, error="Timeout after 30000 ms\n    at handler (index.js:12:3)")
+    log.run(2)
+    p = poller(log, state)
+    state.set_targets({KEYS[0]: SETTINGS[KEYS[0]]})
+    await p.poll_once(KEYS[0])
+    totals = state.snapshot()[KEYS[0]].executions
+    assert totals is not None
+    latest = totals.failures.latest
+    assert latest is not None
+    assert (latest.error_class, latest.trigger_type, latest.at) == (
+        "Timeout after <n> ms",
+        "http",
+        moment(1003).timestamp(),
+    )
+    # both classes exist from the first answer, at 0: increase() sees their first failure
+    assert dict(totals.failures.by_class) == {
+        "Error: connect ECONNREFUSED <n>:<n>": 0,
+        "Timeout after <n> ms": 0,
+    }
+    assert observed(state) == (0, 0)
 
 
 @pytest.mark.asyncio

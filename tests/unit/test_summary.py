@@ -55,6 +55,21 @@ def test_summary_projects_what_discovery_costs() -> None:
     assert "fit up to about 10300 discovered functions (7300 in one project" in text
 
 
+def test_summary_prints_the_logs_cycle_and_what_interval_or_budget_buy() -> None:
+    text = summary("targets: [{project: p, functions: all}]")
+    # 5,000 functions at 60 s and a budget paid at 1,582 per 15 minutes: 105.5 requests a
+    # round, 84.4 without the headroom, 50 list pages: 34.4 logs requests a round, each
+    # function every 145 rounds
+    assert (
+        "    5,000 discovered functions: every 2h25m (34 a round); at interval 2m: every 1h24m "
+        "(119 a round); at request_budget 3200: every 42m6s (119 a round)"
+    ) in text
+    assert "    10,000 discovered functions: every 15h48m (14 a round);" in text
+    assert "functions with new failures go first" in text
+    api_key = summary("mudbase: {api_key: k3y-abcdef}\ntargets: [{project: p, functions: all}]")
+    assert "logs cycle" not in api_key  # no change-driven logs requests with an API key
+
+
 def test_a_discovery_only_config_lists_no_listed_functions() -> None:
     text = summary("mudbase: {retries: 1}\ntargets: [{project: a, functions: all}]")
     assert "  1 project(s) whose functions are discovered:" in text
