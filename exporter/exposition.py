@@ -225,7 +225,8 @@ class CachedExposition:
             changed = self._changed.wait(SELF_METRICS_REFRESH)
             if self._stopped.is_set():
                 return
-            self._changed.clear()
+            if changed:  # never after a timeout: a change told just then would be lost
+                self._changed.clear()
             try:
                 if changed:
                     self._render()

@@ -5,7 +5,7 @@ import gzip
 import re
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from prometheus_client import (
@@ -234,6 +234,41 @@ def test_background_renderer_follows_changes_without_rendering_on_scrapes() -> N
             5,
             "the renderer to pick up the change",
         )
+    finally:
+        exposition.stop()
+
+
+class ToldJustAfterATimeout(threading.Event):
+    """The renderer's wake-up event, with a change told in the instant after one of its waits
+    timed out (before the renderer goes on): a poll that ends as the once-a-second refresh
+    wakes it."""
+
+    def __init__(self, tell: Callable[[], None]) -> None:
+        super().__init__()
+        self.tell: Callable[[], None] | None = tell
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = super().wait(timeout)
+        if not woken and self.tell is not None:
+            tell, self.tell = self.tell, None
+            tell()
+        return woken
+
+
+def test_a_change_told_just_after_the_renderer_timed_out_is_rendered() -> None:
+    exposition, functions, _, generation = setup()
+    exposition.start()
+    try:
+        exposition.notify()  # generation 0: rendered, then the renderer waits with a timeout
+        wait_for(lambda: exposition.rendered_generation() == 0, 5, "the first render")
+
+        def change() -> None:
+            generation[0] += 1
+            exposition.notify()
+
+        exposition._changed = ToldJustAfterATimeout(change)
+        wait_for(lambda: exposition.rendered_generation() == 1, 5, "the change to be rendered")
+        assert functions.collects == 2
     finally:
         exposition.stop()
 
