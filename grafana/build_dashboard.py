@@ -476,9 +476,10 @@ def exporter_health() -> list[Panel]:
             ),
             series(
                 "Requests skipped for lack of budget",
-                "Requests per second not sent, by kind: optional logs requests beyond the "
-                "round's share (the execution metrics' coverage drops first), list and poll "
-                "requests refused because a 429 pause outlasted their poll.",
+                "Requests per second dropped, by kind: optional logs requests that could not "
+                "go out before their deadline (those a round's share leaves for a later round "
+                "are not counted), list and poll requests refused because a 429 pause outlasted "
+                "their poll.",
                 "reqps",
                 [
                     (
