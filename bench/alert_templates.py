@@ -19,15 +19,14 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.common import serve_metrics
 from bench.rules import free_port, query, wait
 
 BOUNDED = (
@@ -54,23 +53,6 @@ def exposition(functions: int) -> bytes:
             'trigger_type="http"} 1\n'
         )
     return "".join(lines).encode()
-
-
-def serve(body: bytes, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def rules(variants: dict[str, str]) -> dict[str, Any]:
@@ -100,7 +82,8 @@ def main() -> None:
     args = parser.parse_args()
     variants = VARIANTS | ({"unbounded": UNBOUNDED} if args.unbounded else {})
     work = Path(tempfile.mkdtemp(prefix="bench-alert-templates-"))
-    target = serve(exposition(args.functions), free_port())
+    body = exposition(args.functions)
+    target = serve_metrics(lambda: body, free_port())
     port = free_port()
     (work / "rules.yml").write_text(yaml.safe_dump(rules(variants)))
     (work / "prometheus.yml").write_text(

@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -88,6 +90,27 @@ def _listening(module: str, *args: str) -> tuple[subprocess.Popen[str], str]:
     assert process.stdout is not None
     url = process.stdout.readline().split("listening on ")[1].strip()
     return process, url
+
+
+def serve_metrics(render: Callable[[], bytes], port: int) -> ThreadingHTTPServer:
+    """A scrape target in a thread of this process on loopback: each GET answers `render()`
+    as Prometheus text."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = render()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 class _FixedBody(BaseHTTPRequestHandler):

@@ -38,13 +38,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +50,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "mudbase-rules.yml"
+sys.path.insert(0, str(ROOT))
+
+from bench.common import serve_metrics
+
 HISTORY = 3 * 86400
 LIVE_INCIDENT_DELAY = 120.0  # seconds after Prometheus starts
 JOB = "mudbase"
@@ -263,22 +265,7 @@ class LiveTarget:
 
     def __init__(self, functions: list[Function], port: int) -> None:
         self.functions = functions
-        target = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = target.render(time.time()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_metrics(lambda: self.render(time.time()).encode(), port)
 
     def render(self, t: float) -> str:
         lines: dict[str, list[str]] = {family: [] for family in TYPES}

@@ -541,6 +541,14 @@ def start_exporter(source: Path, config: Path, port: int) -> subprocess.Popen[st
     )
 
 
+def stop(exporter: subprocess.Popen[str], simulator: subprocess.Popen[str]) -> None:
+    """End an exporter process and its simulator."""
+    exporter.terminate()
+    exporter.wait(timeout=30)
+    simulator.terminate()
+    simulator.communicate(timeout=10)
+
+
 def metrics_text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
         return str(answer.read().decode())
@@ -576,10 +584,7 @@ def measure_mixed(args: argparse.Namespace) -> dict[str, Any]:
         state = get_json(f"{url}/_sim/state")
         text = metrics_text(port)
     finally:
-        exporter.terminate()
-        exporter.wait(timeout=30)
-        simulator.terminate()
-        simulator.communicate(timeout=10)
+        stop(exporter, simulator)
     elapsed = time.monotonic() - started
     observed, unobserved = sum(values(OBSERVED, text)), sum(values(UNOBSERVED, text))
     seen = observed + unobserved
@@ -638,10 +643,7 @@ def measure_status_page(args: argparse.Namespace) -> dict[str, Any]:
             post(f"http://127.0.0.1:{port}/-/reload", {})
             after_a_change += scrape_times(page, 1)
     finally:
-        exporter.terminate()
-        exporter.wait(timeout=30)
-        simulator.terminate()
-        simulator.communicate(timeout=10)
+        stop(exporter, simulator)
     return {
         "source": str(source),
         "functions": len(functions),
@@ -842,10 +844,7 @@ def measure_edges(args: argparse.Namespace) -> dict[str, Any]:
         state = get_json(f"{url}/_sim/state")
         text = metrics_text(port)
     finally:
-        exporter.terminate()
-        exporter.wait(timeout=30)
-        simulator.terminate()
-        simulator.communicate(timeout=10)
+        stop(exporter, simulator)
     log = config.with_suffix(".log").read_text()
     production_15m = scale.seconds(900)
     counted = time.monotonic() - counted_from  # from the first round's end, else the start
