@@ -39,6 +39,9 @@ budget is decided here, and nowhere else:
   (at most 60 s), until a request sent after the pause is answered. A required request whose
   poll would end before the pause does is refused at once (`RefusedByPause`): that is the
   pause's doing, not its function's error. The status page shows when the pause ends.
+- **Optional logs requests.** What a round leaves for them is shared among the discovered
+  projects by their size, each at its listing; a function whose failed count rose is served
+  first across the whole round, whatever its project's share (`LogsCredit`).
 - **Projection.** `--config.check` prints a plan made by the same function from the config.
 
 The planner outlives reloads: the bucket's level, a pause and its backoff carry over.
@@ -69,6 +72,7 @@ BURST_SECONDS = 10.0  # the bucket holds this much of the budget...
 BURST_SHARE = 1 / 6  # ... or this share of a shorter interval (the same share of a round)
 OPTIONAL_RESERVE = 0.5  # of the bucket: optional requests leave at least this much in it
 LOGS_HEADROOM = 0.2  # of a round's budget, left unused by optional logs requests
+FAILURE_RESERVE = 0.5  # of a round's optional logs requests, kept for functions now failing
 POLL_DEADLINE_SHARE = 0.8  # a poll (a listing: all its pages) is cut off at this share
 DEADLINE_MARGIN = 0.1  # of the interval: optional requests and older logs pages stop this
 # long before their poll's deadline, to be answered in time; a listing is planned to end then
@@ -496,6 +500,74 @@ class ResendRate:
         return self._resent / self._first if self._first >= MIN_MEASURED else 0.0
 
 
+class LogsCredit:
+    """A round's optional logs requests, shared among the discovered projects at their
+    listings, failures first across the round.
+
+    Two accounts. The round's pool fills at the plan's logs requests per interval and holds
+    at most a round and a half's worth; every request granted takes from it, so the rounds
+    grant no more than the plan leaves. Each project's credit grows by its share (by size) at
+    each of its listings, carried over up to two shares (or one request's cost). A request
+    of a function whose failed count rose takes from the pool only, whatever its project's
+    share, so such functions anywhere in the round go first (most failing first within a
+    listing). Any other request takes from both, and may not take the pool below the
+    failures' reserve: half a round's worth, or what failing functions of other projects were
+    left waiting for, if more; so failures that did not fit this round fit the next one.
+    """
+
+    def __init__(self) -> None:
+        self._pool: float | None = None  # full at first use
+        self._updated = 0.0  # loop time
+        self._credit: dict[str, float] = {}
+        self._waiting: dict[str, float] = {}  # failing functions' costs left out, by project
+
+    def keep_only(self, projects: Iterable[str]) -> None:
+        """Forget the projects no longer polled."""
+        kept = set(projects)
+        self._credit = {name: c for name, c in self._credit.items() if name in kept}
+        self._waiting = {name: c for name, c in self._waiting.items() if name in kept}
+
+    def grant(
+        self, plan: Plan, project: str, costs: Sequence[int], failing: int, now: float
+    ) -> int:
+        """How many of `costs`, in order, are granted; the first `failing` ones fail."""
+        per_round = plan.logs_requests
+        pool = self._refill(plan, now)
+        granted, waiting = 0, sum(costs[:failing])
+        for cost in costs[:failing]:
+            if cost > pool:
+                break
+            granted, pool, waiting = granted + 1, pool - cost, waiting - cost
+        self._waiting[project] = waiting
+        share = plan.logs_share(project)
+        ceiling = max(2 * share, float(plan.demand.pages_per_poll))
+        credit = min(self._credit.get(project, 0.0) + share, ceiling)
+        reserve = max(FAILURE_RESERVE * per_round, sum(self._waiting.values()) - waiting)
+        if granted == failing:  # else the others wait behind this project's failures
+            for cost in costs[failing:]:
+                if cost > credit or pool - cost < reserve:
+                    break
+                granted, credit, pool = granted + 1, credit - cost, pool - cost
+        self._credit[project] = credit
+        self._pool = pool
+        return granted
+
+    def _refill(self, plan: Plan, now: float) -> float:
+        """The pool at `now`: full at first use; it holds a round and a half's worth (at
+        least the reserve and one request's cost)."""
+        per_round = plan.logs_requests
+        capacity = (1 + FAILURE_RESERVE) * per_round
+        if per_round > 0:
+            capacity = max(capacity, FAILURE_RESERVE * per_round + plan.demand.pages_per_poll)
+        if self._pool is None:
+            self._pool = capacity
+        elif now > self._updated:
+            self._pool += (now - self._updated) * per_round / plan.interval
+        self._updated = max(self._updated, now)
+        self._pool = min(self._pool, capacity)
+        return self._pool
+
+
 class RequestPlanner:
     """The budget's one owner: the plan of a round, and every request's turn."""
 
@@ -511,7 +583,7 @@ class RequestPlanner:
     ) -> None:
         self._metrics = metrics
         self._bucket = _PriorityBucket(budget, interval, concurrency, metrics)
-        self._credit: dict[str, float] = {}
+        self._logs_credit = LogsCredit()
         self._resends = ResendRate()
         self._list_latency = 0.0  # seconds, a running estimate
         demand = Demand(pages_per_poll=pages_per_poll, change_driven_logs=change_driven_logs)
@@ -547,7 +619,7 @@ class RequestPlanner:
         listed keep their known size, new ones count one page until listed."""
         known = self.plan.demand.projects
         sizes = {name: known.get(name, ProjectSize()) for name in projects}
-        self._credit = {name: c for name, c in self._credit.items() if name in sizes}
+        self._logs_credit.keep_only(sizes)
         self._replan(replace(self.plan.demand, listed=listed, projects=sizes))
 
     def project_listed(
@@ -641,21 +713,14 @@ class RequestPlanner:
             measured = replace(planned, resend_rate=rate, list_latency=latency)
             self._replan(self.plan.demand, measured)
 
-    def logs_allowance(self, project: str, costs: Sequence[int]) -> int:
-        """How many of a project's due logs requests (their costs in pages, most due first)
-        it may send this round: its share of what the round leaves; unspent share carries
-        over to its next round, up to two rounds' worth (or one request's cost). The ones left
-        out wait for a later round: they are not skipped (nothing was lost)."""
-        share = self.plan.logs_share(project)
-        ceiling = max(2 * share, float(self.plan.demand.pages_per_poll))
-        credit = min(self._credit.get(project, 0.0) + share, ceiling)
-        granted, spent = 0, 0
-        for cost in costs:
-            if spent + cost > credit:
-                break
-            granted, spent = granted + 1, spent + cost
-        self._credit[project] = credit - spent
-        return granted
+    def logs_allowance(
+        self, project: str, costs: Sequence[int], *, failing: int = 0, now: float
+    ) -> int:
+        """How many of a project's due logs requests (their costs in pages, in order; the first
+        `failing` of them for functions whose failures rose) it may send this round, at loop
+        time `now` (see `LogsCredit`). The ones left out wait for a later round: they are not
+        skipped (nothing was lost)."""
+        return self._logs_credit.grant(self.plan, project, costs, failing, now)
 
     # -- every request's turn -------------------------------------------------------------
 

@@ -21,11 +21,12 @@ logs were last fetched, and its stats then) carry over.
 """
 
 import asyncio
+import heapq
+import itertools
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from exporter.client import MudbaseClient
@@ -40,7 +41,7 @@ from exporter.planner import (
     RequestPlanner,
     RequestSkipped,
 )
-from exporter.priority import Fingerprint, logs_priority
+from exporter.priority import FAILING, Fingerprint, logs_priority
 from exporter.priority import fingerprint as _fingerprint
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore, TargetState
@@ -89,15 +90,19 @@ class _Listing:
             self.failure, self.own_error = (reason, detail), own_error
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class _LogsRequest:
-    """A granted change-driven logs request, waiting for a worker; its deadline counts from
-    the grant, as a poll's does from its start."""
+    """A granted change-driven logs request, waiting for a worker (failing functions' first,
+    then in the order granted); its deadline counts from the grant, as a poll's does from its
+    start."""
 
-    key: TargetKey
-    pages: int
-    listed_total: int | None
-    deadline: float  # loop time
+    group: int  # exporter.priority's: FAILING first
+    order: int
+    key: TargetKey = field(compare=False)
+    pages: int = field(compare=False)
+    listed_total: int | None = field(compare=False)
+    deadline: float = field(compare=False)  # loop time
+    seen: Fingerprint = field(compare=False)  # the listed stats it was granted for
 
 
 def next_due(due: float, interval: float, now: float) -> float:
@@ -131,10 +136,12 @@ class Poller:
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
         self._project_tasks: dict[str, asyncio.Task[None]] = {}
         self._selectors: dict[str, ProjectSelector] = {}
-        self._seen: dict[TargetKey, Fingerprint] = {}  # stats when logs were last fetched
+        self._seen: dict[TargetKey, Fingerprint] = {}  # listed stats the last logs answer
+        # covered (or those of its first listing, before any)
         self._logs_at: dict[TargetKey, float] = {}  # loop time of the last logs request
         self._logs_in_flight: set[TargetKey] = set()  # one change-driven logs request a function
-        self._logs_queue: deque[_LogsRequest] = deque()
+        self._logs_queue: list[_LogsRequest] = []  # a heap
+        self._logs_order = itertools.count()
         self._logs_workers: set[asyncio.Task[None]] = set()
         self._failing_projects: dict[str, Reason] = {}
 
@@ -355,37 +362,45 @@ class Poller:
         return totals.listed(total)
 
     def _fetch_changed_logs(self, project: str, found: Mapping[TargetKey, FunctionSummary]) -> None:
-        """Logs only where the listed stats moved (or max_age passed), oldest first, as many
-        as the planner allows this project this round. The stats themselves come from the
-        list; a logs request is optional and never marks a function down."""
+        """Logs only where the listed stats moved (or max_age passed), failures first (see
+        `exporter.priority`), as many as the planner allows this project this round. The
+        stats themselves come from the list; a logs request is optional and never marks a
+        function down."""
         if not self._settings.logs_for_changes:
             return
         now = asyncio.get_running_loop().time()
-        due = [
-            key
+        for key, summary in found.items():  # a function first listed: its own baseline
+            self._seen.setdefault(key, _fingerprint(summary.stats))
+        priorities = {
+            key: logs_priority(
+                self._seen.get(key), summary.stats, self._logs_at.get(key, -math.inf)
+            )
             for key, summary in found.items()
             if key not in self._logs_in_flight
             and (
                 self._seen.get(key) != _fingerprint(summary.stats)
                 or now - self._logs_at.get(key, -math.inf) >= self._settings.max_age
             )
-        ]
-        due.sort(  # failures first; a function first listed is its own baseline from then on
-            key=lambda key: logs_priority(
-                self._seen.setdefault(key, _fingerprint(found[key].stats)),
-                found[key].stats,
-                self._logs_at.get(key, -math.inf),
-            )
-        )
+        }
+        due = sorted(priorities, key=priorities.__getitem__)
+        failing = sum(1 for key in due if priorities[key][0] == FAILING)
         pages = [self._pages_for(key, found[key].stats.total_executions) for key in due]
-        granted = self._planner.logs_allowance(project, pages)
+        granted = self._planner.logs_allowance(project, pages, failing=failing, now=now)
         deadline = now + self._planner.poll_deadline
         for key, count in zip(due[:granted], pages, strict=False):
-            total = found[key].stats.total_executions
-            self._seen[key] = _fingerprint(found[key].stats)
+            stats = found[key].stats
             self._logs_at[key] = now
             self._logs_in_flight.add(key)
-            self._logs_queue.append(_LogsRequest(key, count, total, deadline))
+            request = _LogsRequest(
+                priorities[key][0],
+                next(self._logs_order),
+                key,
+                count,
+                stats.total_executions,
+                deadline,
+                _fingerprint(stats),
+            )
+            heapq.heappush(self._logs_queue, request)
         self._start_logs_workers()
 
     def _start_logs_workers(self) -> None:
@@ -399,7 +414,7 @@ class Poller:
 
     async def _logs_worker(self) -> None:
         while self._logs_queue:
-            request = self._logs_queue.popleft()
+            request = heapq.heappop(self._logs_queue)
             try:
                 await self._optional_logs(request)
             finally:
@@ -443,6 +458,8 @@ class Poller:
                 _, executions = await self._logs(key, before, pages, listed_total, RequestKind.LOGS)
             if executions is not None:
                 self._state.record_executions(key, executions, replacing=before)
+            if key in self._seen:  # not forgotten meanwhile
+                self._seen[key] = request.seen  # answered: its failures are no longer new
         except RequestSkipped:
             log.debug("logs request skipped: no budget before its deadline", target=str(key))
         except PollError as err:

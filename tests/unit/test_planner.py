@@ -243,11 +243,66 @@ def test_discovered_projects_share_the_optional_requests_by_their_size() -> None
     p.project_listed("big", pages=50, functions=5000)
     logs = p.plan.logs_requests  # 105.5 x 0.8 - 51 = 33.4 a round
     assert logs == pytest.approx(60 / PACE * 0.8 - 51)
-    assert p.logs_allowance("big", [1] * 100) == 33  # 5000 / 5050 of it
-    for _ in range(3):
-        assert p.logs_allowance("small", [1] * 100) == 0  # 0.33 a round...
-    assert p.logs_allowance("small", [1] * 100) == 1  # ... carried over to a whole request
-    assert p.logs_allowance("big", [3, 3]) == 2  # several pages cost as many requests
+    assert p.logs_allowance("big", [1] * 100, now=0) == 33  # 5000 / 5050 of it
+    for round_ in range(1, 4):
+        assert p.logs_allowance("small", [1] * 100, now=60 * round_) == 0  # 0.33 a round...
+    assert p.logs_allowance("small", [1] * 100, now=240) == 1  # ... carried over: a request
+    assert p.logs_allowance("big", [3, 3], now=240) == 2  # several pages cost as many requests
+
+
+def test_a_round_grants_no_more_than_it_leaves_for_logs_requests() -> None:
+    """However the projects' listings fall in the rounds, and however many functions fail."""
+    p = planner(budget=1600, interval=60)
+    projects = [f"p{i}" for i in range(50)]
+    p.set_targets(0, projects)
+    for name in projects:
+        p.project_listed(name, pages=1, functions=100)
+    per_round = p.plan.logs_requests
+    granted = 0
+    for round_ in range(20):
+        for index, name in enumerate(projects):
+            now = 60 * round_ + 60 * index / len(projects)
+            granted += p.logs_allowance(name, [1] * 100, failing=10 * (index % 3), now=now)
+    # the pool starts full: a round and a half
+    assert per_round * 20 - 1 <= granted <= per_round * 21.5
+
+
+def test_functions_whose_failures_rose_take_the_round_whatever_their_projects_share() -> None:
+    p = planner(budget=1600, interval=60)
+    projects = [f"p{i}" for i in range(50)]  # 5,000 functions, 0.67 logs requests a project
+    p.set_targets(0, projects)
+    for name in projects:
+        p.project_listed(name, pages=1, functions=100)
+    per_round = p.plan.logs_requests
+    assert per_round == pytest.approx(34.4, abs=0.1)
+    # a round where each project spends its share on functions that merely ran...
+    for index, name in enumerate(projects):
+        p.logs_allowance(name, [1] * 100, now=60 * index / 50)
+    # ... then the last project listed in the next round has 30 functions failing: all go
+    # now (the others kept the failures' reserve, and it refilled meanwhile)
+    for index, name in enumerate(projects[:-1]):
+        p.logs_allowance(name, [1] * 100, now=60 + 60 * index / 50)
+    assert p.logs_allowance("p49", [1] * 100, failing=30, now=60 + 59) >= 30
+
+
+def test_failures_left_waiting_are_reserved_for_in_the_next_round() -> None:
+    p = planner(budget=1600, interval=60)
+    projects = [f"p{i}" for i in range(50)]
+    p.set_targets(0, projects)
+    for name in projects:
+        p.project_listed(name, pages=1, functions=100)
+    # 60 functions failing in one project: more than the pool holds (a round and a half)
+    first = p.logs_allowance("p0", [1] * 100, failing=60, now=0)
+    assert first == int(1.5 * p.plan.logs_requests)
+    # the rest of the round: the other projects' functions that merely ran get nothing
+    # until the pool holds what p0's failures wait for
+    others = sum(
+        p.logs_allowance(name, [1] * 100, now=60 * i / 50)
+        for i, name in enumerate(projects)
+        if name != "p0"
+    )
+    assert p.logs_allowance("p0", [1] * 100, failing=60 - first, now=60) >= 60 - first
+    assert others < p.plan.logs_requests
 
 
 def test_logs_requests_a_round_leaves_out_are_not_counted_as_skipped() -> None:
@@ -256,8 +311,8 @@ def test_logs_requests_a_round_leaves_out_are_not_counted_as_skipped() -> None:
     p = planner(budget=1600, interval=60)
     p.set_targets(0, ["big"])
     p.project_listed("big", pages=50, functions=5000)
-    for _ in range(10):
-        assert p.logs_allowance("big", [1] * 5000) < 5000
+    for round_ in range(10):
+        assert p.logs_allowance("big", [1] * 5000, now=60 * round_) < 5000
     assert skipped(p, LOGS) == 0
 
 

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from exporter.errors import PollError, Reason
 from exporter.priority import CHANGED, FAILING, OLD, fingerprint, logs_priority, new_failures
 from exporter.state import StateStore
 from exporter.targets import FunctionSettings, ProjectSelector
@@ -68,6 +69,7 @@ class Project:
 
 
 @pytest.mark.asyncio
+@pytest.mark.looptime
 async def test_functions_whose_failures_rose_get_their_logs_first() -> None:
     project, state = Project(300), StateStore()
     # an hour's round at 4.5 requests per 15 minutes (paid at its exact pace), less the
@@ -83,7 +85,75 @@ async def test_functions_whose_failures_rose_get_their_logs_first() -> None:
     project.stats["f200"] = stats(17, 7)
     project.stats["f250"] = stats(11, 1)
     project.stats["f50"] = stats(15, 0)  # ran, no failure
+    await asyncio.sleep(3600)  # the next round
     await p.poll_project("proj")
     await asyncio.gather(*p._logs_workers)
     assert project.asked[:4] == ["f200", "f100", "f250", "f50"]
     assert len(project.asked) == 5
+
+
+class Projects(Project):
+    """Several discovered projects of one fake; logs requests recorded as project/function,
+    and a function's logs request can be made to fail."""
+
+    def __init__(self, functions: int) -> None:
+        super().__init__(functions)
+        self.failing_logs: set[str] = set()
+
+    async def function_logs(self, project: str, function: str, **_: object) -> LogsPage:
+        self.asked.append(f"{project}/{function}")
+        if function in self.failing_logs:
+            raise PollError(Reason.SERVER_ERROR, "500")
+        return LogsPage(self.stats[function])
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_failing_function_of_a_project_listed_later_is_fetched_before_the_others() -> None:
+    """The logs requests granted wait in one queue: a function whose failures rose goes
+    before the functions of projects listed earlier in the round that merely ran."""
+    fake, state = Projects(100), StateStore()
+    p = poller(fake, state, interval=60, budget=1600, concurrency=1)
+    p.apply({}, [ProjectSelector(name, FunctionSettings(0.99)) for name in ("a", "b")])
+    await p.stop()
+    for name in ("a", "b"):
+        await p.poll_project(name)
+    await asyncio.gather(*p._logs_workers)
+    await asyncio.sleep(60)
+    fake.asked.clear()
+    for i in range(100):
+        fake.stats[f"f{i}"] = stats(11, 0)  # every function ran once...
+    await p.poll_project("a")
+    fake.stats["f7"] = stats(12, 1)  # ... and f7 failed once, seen when b is listed
+    await p.poll_project("b")  # no answer of a's yet: the fake answers when the loop runs
+    await asyncio.gather(*p._logs_workers)
+    assert fake.asked[0] == "b/f7"
+    assert any(asked.startswith("a/") for asked in fake.asked[1:])
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_failing_functions_logs_request_that_failed_keeps_it_first() -> None:
+    project, state = Projects(300), StateStore()
+    p = poller(project, state, interval=3600, budget=4.5)  # 5 logs requests a round
+    p.apply({}, [ProjectSelector("proj", FunctionSettings(0.99))])
+    await p.stop()
+    await p.poll_project("proj")
+    await asyncio.gather(*p._logs_workers)
+    project.stats["f200"] = stats(17, 7)
+    project.failing_logs.add("f200")
+    for _ in range(2):
+        await asyncio.sleep(3600)
+        project.asked.clear()
+        await p.poll_project("proj")
+        await asyncio.gather(*p._logs_workers)
+        assert project.asked[0] == "proj/f200"  # its failures are still new to the exporter
+    project.failing_logs.clear()
+    await asyncio.sleep(3600)
+    await p.poll_project("proj")
+    await asyncio.gather(*p._logs_workers)
+    await asyncio.sleep(3600)
+    project.asked.clear()
+    await p.poll_project("proj")
+    await asyncio.gather(*p._logs_workers)
+    assert "proj/f200" not in project.asked[:1]  # answered: no longer new
