@@ -174,6 +174,7 @@ class Exporter:
         self.functions = FunctionRenderer(self.state)
         self.registry = CollectorRegistry()  # the exporter's own metrics, rendered per scrape
         self.metrics = ExporterMetrics(self.registry)
+        self.metrics.execution_coverage.source = self.state.execution_coverage
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.planner = RequestPlanner(

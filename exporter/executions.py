@@ -289,6 +289,11 @@ class ExecutionTotals:
             listed_at=self.listed_at,
         )
 
+    @property
+    def observed(self) -> int:
+        """Executions counted from logs answers, every kind."""
+        return sum(self.counts.values())
+
     def new_executions(self) -> "NewExecutions":
         """Gathers the new executions of one poll's pages."""
         return NewExecutions(self.cursor)

@@ -104,7 +104,7 @@ class _Ranking:
     statuses: list[Status]
     counts: dict[Status, int]
     recent: dict[int, RecentRatio]  # by place in `states`: functions with executions counted
-    coverage: tuple[int, int]  # executions counted, and those Mudbase reported, since watching
+    coverage: tuple[int, int]  # executions counted, and those no logs answer held (the store)
     _texts: list[str] | None = None  # what the filter searches, made for the first filter
 
     def holds(self, generation: int, interval: float, now: float) -> bool:
@@ -180,25 +180,17 @@ def _ratio_ranks(
     return ranks, recents
 
 
-def _coverage(targets: Iterable[TargetState]) -> tuple[int, int]:
-    """Executions counted in logs answers, and those Mudbase reported (counted + unobserved),
-    over every function, since the exporter started watching each."""
-    counted = reported = 0
-    for state in targets:
-        if state.executions is not None:
-            seen = sum(state.executions.counts.values())
-            counted += seen
-            reported += seen + state.executions.unobserved
-    return counted, reported
-
-
 def _searchable(state: TargetState) -> str:
     name = state.info.name if state.info else ""
     return f"{state.key.project}/{state.key.function}\n{name}".casefold()
 
 
 def _ranking(
-    targets: Iterable[TargetState], generation: int, interval: float, now: float
+    targets: Iterable[TargetState],
+    generation: int,
+    interval: float,
+    now: float,
+    coverage: tuple[int, int] = (0, 0),
 ) -> _Ranking:
     """The functions (in the snapshot's order, by project and function) worst first: by
     status, failing ones by their failures in a row, then by the lowest success ratio (recent,
@@ -222,9 +214,7 @@ def _ranking(
     counts = {status: len(group) for status, group in by_status.items()}
     recent = {place: recents[id(s)] for place, s in enumerate(states) if id(s) in recents}
     until = min(until, now + RERANK_AFTER)
-    return _Ranking(
-        generation, interval, now, until, states, statuses, counts, recent, _coverage(states)
-    )
+    return _Ranking(generation, interval, now, until, states, statuses, counts, recent, coverage)
 
 
 # -- cells ---------------------------------------------------------------------------------
@@ -379,15 +369,16 @@ def _budget(plan: Plan) -> str:
     return line + "."
 
 
-def _coverage_line(counted: int, reported: int) -> str:
+def _coverage_line(observed: int, unobserved: int) -> str:
     """How many of the executions Mudbase reported were counted from logs answers: the share
     behind the execution metrics and the recent ratios."""
+    reported = observed + unobserved
     if not reported:
         return "Executions counted from logs answers: none reported yet."
     return (
-        f"Executions counted from logs answers: <b>{counted / reported:.1%}</b> "
-        f"({counted:,} of the {reported:,} Mudbase reported since the exporter began watching "
-        "each function; the rest were never on a fetched logs page)."
+        f"Executions counted from logs answers: <b>{observed / reported:.1%}</b> "
+        f"({observed:,} of the {reported:,} Mudbase reported since the exporter started; "
+        "the rest were never on a fetched logs page)."
     )
 
 
@@ -460,7 +451,9 @@ class StatusPage:
             ranking = self._ranking
             if ranking is None or not ranking.holds(generation, interval, now):
                 targets = self._state.snapshot().values()
-                ranking = self._ranking = _ranking(targets, generation, interval, now)
+                coverage = self._state.execution_coverage()
+                ranking = _ranking(targets, generation, interval, now, coverage)
+                self._ranking = ranking
             return ranking
 
 

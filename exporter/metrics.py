@@ -223,6 +223,20 @@ REQUEST_WAIT = MetricSpec(
     "concurrency, 429 pauses) before it was sent, by kind (auth, list, poll, logs).",
     ("kind",),
 )
+EXECUTIONS_OBSERVED = MetricSpec(
+    "mudbase_exporter_observed_executions_total",
+    "counter",
+    "Executions counted from logs answers, every function's together since the exporter "
+    "started (removed functions included): the exporter-wide sum of "
+    "mudbase_function_observed_executions_total.",
+)
+EXECUTIONS_UNOBSERVED = MetricSpec(
+    "mudbase_exporter_unobserved_executions_total",
+    "counter",
+    "Executions the stats reported that no fetched logs page held, every function's together "
+    "since the exporter started: observed / (observed + unobserved) is the exporter-wide "
+    "coverage of the execution metrics.",
+)
 RATE_LIMIT_PAUSED = MetricSpec(
     "mudbase_exporter_rate_limit_paused_seconds_total",
     "counter",
@@ -299,6 +313,8 @@ ALL_METRICS = (
     REQUEST_WAIT,
     RATE_LIMIT_PAUSED,
     REQUESTS_SKIPPED,
+    EXECUTIONS_OBSERVED,
+    EXECUTIONS_UNOBSERVED,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
     CONFIG_LAST_RELOAD_SUCCESS_TIME,
     TOKEN_EXPIRY,

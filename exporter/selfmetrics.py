@@ -4,11 +4,11 @@ import platform
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
@@ -81,6 +81,22 @@ class TokenExpiryCollector(Collector):
         yield family
 
 
+class ExecutionCoverageCollector(Collector):
+    """The exporter-wide execution counts, read at collect time from the state store (which
+    counts them as functions' totals move)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        observed, unobserved = self.source()
+        for spec, value in (
+            (m.EXECUTIONS_OBSERVED, observed),
+            (m.EXECUTIONS_UNOBSERVED, unobserved),
+        ):
+            yield CounterMetricFamily(spec.name.removesuffix("_total"), spec.help, value=value)
+
+
 class ExporterMetrics:
     """Counters, histograms and gauges about the exporter itself, in one registry."""
 
@@ -118,6 +134,8 @@ class ExporterMetrics:
         _gauge(m.REQUEST_BUDGET_USED, registry).set_function(self.request_window.count)
         self.token_expiry = TokenExpiryCollector()
         registry.register(self.token_expiry)
+        self.execution_coverage = ExecutionCoverageCollector()
+        registry.register(self.execution_coverage)
 
     def observe_request(self, endpoint: str, code: str) -> None:
         self.upstream_requests.labels(endpoint, code).inc()

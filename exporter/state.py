@@ -53,6 +53,8 @@ class StateStore:
         self._projects_expected: set[str] = set()
         self._projects_listed: set[str] = set()
         self._absent: dict[TargetKey, int] = {}  # discovered functions missing from listings
+        self._observed = 0  # executions counted from logs answers, every function, ever
+        self._unobserved = 0  # executions the stats reported that no logs answer held
 
     @property
     def generation(self) -> int:
@@ -74,7 +76,22 @@ class StateStore:
         if current == updated:
             return False
         self._targets[updated.key] = updated
+        before = current.executions if current is not None else None
+        if updated.executions is not before and updated.executions is not None:
+            self._count_executions(before, updated.executions)
         return True
+
+    def _count_executions(self, before: ExecutionTotals | None, after: ExecutionTotals) -> None:
+        """The exporter-wide counts move by what one function's totals added."""
+        self._observed += max(0, after.observed - (before.observed if before else 0))
+        self._unobserved += max(0, after.unobserved - (before.unobserved if before else 0))
+
+    def execution_coverage(self) -> tuple[int, int]:
+        """Executions counted from logs answers, and those the stats reported that no logs
+        answer held, over every function since the exporter started (removed ones included):
+        counters, for the exporter-wide coverage."""
+        with self._lock:
+            return self._observed, self._unobserved
 
     def set_targets(
         self,

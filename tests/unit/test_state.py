@@ -118,3 +118,22 @@ def test_a_listing_or_a_poll_that_changes_nothing_changes_nothing() -> None:
     assert state.generation == generation + 1
     after = state.snapshot()
     assert [after[key] is before[key] for key in found] == [True, False, True]
+
+
+def test_the_exporter_wide_execution_counts_only_go_up() -> None:
+    """They add what each function's totals added: a late answer that is refused, a function
+    removed and one added again with fresh totals take nothing back."""
+    state = StateStore()
+    state.set_targets([A, B])
+    start = ExecutionTotals(placed=False).place([], total=0)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    runs = [Execution(f"x{n}", when, 0.1, n > 0, "http", "user", None) for n in range(3)]
+    state.record_success(A, STATS, 1.0, start.advance(runs, total=5))  # 3 seen, 2 not
+    state.record_executions(B, start.advance(runs[:1], total=1), replacing=None)
+    assert state.execution_coverage() == (4, 2)
+    state.record_executions(B, start.advance([], total=9), replacing=None)  # stale: refused
+    assert state.execution_coverage() == (4, 2)
+    state.set_targets([B])  # A removed: its counts stay counted
+    state.set_targets([A, B])
+    state.record_success(A, STATS, 2.0, start.advance(runs[:2], total=2))  # fresh totals
+    assert state.execution_coverage() == (6, 2)
