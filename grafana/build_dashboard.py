@@ -385,6 +385,10 @@ def slo() -> list[Panel]:
     )
 
 
+EXPORTER_OBSERVED = "rate(mudbase_exporter_observed_executions_total[$__rate_interval])"
+EXPORTER_UNOBSERVED = "rate(mudbase_exporter_unobserved_executions_total[$__rate_interval])"
+
+
 def exporter_health() -> list[Panel]:
     return row(
         "Exporter health",
@@ -444,7 +448,7 @@ def exporter_health() -> list[Panel]:
                         "planned {{kind}}",
                     ),
                 ],
-                width=12,
+                width=8,
             ),
             series(
                 "Wait for a turn (p95)",
@@ -458,7 +462,24 @@ def exporter_health() -> list[Panel]:
                         "{{kind}}",
                     )
                 ],
-                width=12,
+                width=8,
+            ),
+            series(
+                "Execution coverage, all functions",
+                "Share of the executions Mudbase counted, every function of each exporter "
+                "together, that the exporter saw in logs answers. Low at thousands of "
+                "discovered functions: the listings take most of the budget (see the "
+                "operations guide).",
+                "percentunit",
+                [
+                    (
+                        f"sum by (instance) ({EXPORTER_OBSERVED}) / (sum by (instance) "
+                        f"({EXPORTER_OBSERVED}) + sum by (instance) ({EXPORTER_UNOBSERVED}))",
+                        "{{instance}}",
+                    )
+                ],
+                width=8,
+                defaults={"min": 0, "max": 1},
             ),
             series(
                 "Paused by 429s",
