@@ -243,7 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         """The next request: its first byte within the idle deadline (after the first request),
-        its line and headers within the header deadline, its answer within the write one."""
+        its line and headers within the header deadline, its answer within the write one (from
+        the end of the headers; an answer to headers that never ended, from the start)."""
         limits = self.server.limits
         if self.served and not self._next_request_arrives(limits.idle_timeout):
             self.close_connection = True
@@ -269,6 +270,8 @@ class _Handler(BaseHTTPRequestHandler):
         too large a 413; each closes the connection."""
         if not super().parse_request():
             return False
+        # the answer's deadline counts from the end of the headers, as Go's WriteTimeout does
+        self.wire.write_by = time.monotonic() + self.server.limits.write_timeout
         if len(self.requestline.split()) != 3:  # HTTP/0.9's "GET /path": no headers, no status
             self.send_error(HTTPStatus.BAD_REQUEST, explain="a request line ends with its version")
             return False

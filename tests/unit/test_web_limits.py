@@ -5,9 +5,11 @@ The limits are small here so that nothing waits long; no test asserts a duration
 import http.client
 import select
 import threading
+import time
 
 import pytest
 
+import exporter.web
 from exporter.gzipstream import Chunk
 from exporter.web import Limits
 from tests.helpers import wait_for
@@ -135,3 +137,29 @@ def scrape_metrics(port: int, done: threading.Event) -> None:
     if answer.status == 200 and b"mudbase_function_up" in answer.read():
         done.set()
     scrape.close()
+
+
+class HourOldFirstReading:
+    """exporter.web's clock: its first reading, the start of the test's request, is an hour
+    old (headers that took an hour to arrive, without the test waiting an hour)."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+
+    def monotonic(self) -> float:
+        self.readings += 1
+        return time.monotonic() - (3600 if self.readings == 1 else 0)
+
+
+def test_the_write_deadline_counts_from_the_end_of_the_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As Go's WriteTimeout does: slow headers (within their own deadline) leave the answer
+    its whole write deadline."""
+    clock = HourOldFirstReading()
+    monkeypatch.setattr(exporter.web, "time", clock)
+    limits = Limits(header_timeout=2 * 3600, write_timeout=LONG, idle_timeout=LONG)
+    with serving(limits=limits) as server, RawClient(server.server_address[1]) as client:
+        client.request("GET", "/-/healthy")
+        assert client.response().body == b"Healthy\n"
+    assert clock.readings >= 2
