@@ -250,13 +250,19 @@ def test_discovered_projects_share_the_optional_requests_by_their_size() -> None
     assert p.logs_allowance("big", [3, 3], now=240) == 2  # several pages cost as many requests
 
 
-def test_a_round_grants_no_more_than_it_leaves_for_logs_requests() -> None:
-    """However the projects' listings fall in the rounds, and however many functions fail."""
+def fifty_projects_of_100() -> tuple[RequestPlanner, list[str]]:
+    """5,000 discovered functions at the default budget and interval, every project listed."""
     p = planner(budget=1600, interval=60)
     projects = [f"p{i}" for i in range(50)]
     p.set_targets(0, projects)
     for name in projects:
         p.project_listed(name, pages=1, functions=100)
+    return p, projects
+
+
+def test_a_round_grants_no_more_than_it_leaves_for_logs_requests() -> None:
+    """However the projects' listings fall in the rounds, and however many functions fail."""
+    p, projects = fifty_projects_of_100()
     per_round = p.plan.logs_requests
     granted = 0
     for round_ in range(20):
@@ -268,11 +274,7 @@ def test_a_round_grants_no_more_than_it_leaves_for_logs_requests() -> None:
 
 
 def test_functions_whose_failures_rose_take_the_round_whatever_their_projects_share() -> None:
-    p = planner(budget=1600, interval=60)
-    projects = [f"p{i}" for i in range(50)]  # 5,000 functions, 0.67 logs requests a project
-    p.set_targets(0, projects)
-    for name in projects:
-        p.project_listed(name, pages=1, functions=100)
+    p, projects = fifty_projects_of_100()  # 0.67 logs requests a project
     per_round = p.plan.logs_requests
     assert per_round == pytest.approx(34.4, abs=0.1)
     # a round where each project spends its share on functions that merely ran...
@@ -286,11 +288,7 @@ def test_functions_whose_failures_rose_take_the_round_whatever_their_projects_sh
 
 
 def test_failures_left_waiting_are_reserved_for_in_the_next_round() -> None:
-    p = planner(budget=1600, interval=60)
-    projects = [f"p{i}" for i in range(50)]
-    p.set_targets(0, projects)
-    for name in projects:
-        p.project_listed(name, pages=1, functions=100)
+    p, projects = fifty_projects_of_100()
     # 60 functions failing in one project: more than the pool holds (a round and a half)
     first = p.logs_allowance("p0", [1] * 100, failing=60, now=0)
     assert first == int(1.5 * p.plan.logs_requests)
