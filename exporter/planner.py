@@ -500,6 +500,16 @@ class ResendRate:
         return self._resent / self._first if self._first >= MIN_MEASURED else 0.0
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A project's failing functions a listing left out: their cost, since when they wait,
+    and when that was last said (a project whose listings stopped is forgotten)."""
+
+    cost: float
+    since: float  # loop time
+    updated: float
+
+
 class LogsCredit:
     """A round's optional logs requests, shared among the discovered projects at their
     listings, failures first across the round.
@@ -507,50 +517,58 @@ class LogsCredit:
     Two accounts. The round's pool fills at the plan's logs requests per interval and holds
     at most a round and a half's worth; every request granted takes from it, so the rounds
     grant no more than the plan leaves. Each project's credit grows by its share (by size) at
-    each of its listings, carried over up to two shares (or one request's cost). A request
-    of a function whose failed count rose takes from the pool only, whatever its project's
-    share, so such functions anywhere in the round go first (most failing first within a
-    listing). Any other request takes from both, and may not take the pool below the
-    failures' reserve: half a round's worth, or what failing functions of other projects were
-    left waiting for, if more; so failures that did not fit this round fit the next one.
+    each of its listings, carried over up to two shares (or one request's cost).
+
+    A request of a function whose failed count rose takes from the pool only, whatever its
+    project's share, so such functions anywhere in the round go first (most failing first
+    within a listing). When they do not all fit, the ones left out wait, and are served in
+    the order they began to wait: a listing's failing functions leave in the pool what the
+    projects waiting longer wait for. Any other request takes from both accounts, and leaves
+    in the pool what every other project's failing functions wait for, and at least half a
+    round's worth for failures to come.
     """
 
     def __init__(self) -> None:
         self._pool: float | None = None  # full at first use
         self._updated = 0.0  # loop time
         self._credit: dict[str, float] = {}
-        self._waiting: dict[str, float] = {}  # failing functions' costs left out, by project
+        self._waiting: dict[str, _Waiting] = {}
 
     def keep_only(self, projects: Iterable[str]) -> None:
         """Forget the projects no longer polled."""
         kept = set(projects)
         self._credit = {name: c for name, c in self._credit.items() if name in kept}
-        self._waiting = {name: c for name, c in self._waiting.items() if name in kept}
+        self._waiting = {name: w for name, w in self._waiting.items() if name in kept}
 
     def grant(
         self, plan: Plan, project: str, costs: Sequence[int], failing: int, now: float
     ) -> int:
         """How many of `costs`, in order, are granted; the first `failing` ones fail."""
-        per_round = plan.logs_requests
         pool = self._refill(plan, now)
-        granted, waiting = 0, sum(costs[:failing])
-        for cost in costs[:failing]:
-            if cost > pool:
-                break
-            granted, pool, waiting = granted + 1, pool - cost, waiting - cost
-        self._waiting[project] = waiting
+        self._forget_stopped(now, plan.interval)
+        waited = self._waiting.pop(project, None)
+        since = waited.since if waited is not None else now
+        ahead = sum(w.cost for w in self._waiting.values() if w.since < since)
+        granted, pool, _ = _take(costs[:failing], pool, floor=ahead)
+        if left := sum(costs[granted:failing]):
+            self._waiting[project] = _Waiting(left, since, now)
         share = plan.logs_share(project)
         ceiling = max(2 * share, float(plan.demand.pages_per_poll))
         credit = min(self._credit.get(project, 0.0) + share, ceiling)
-        reserve = max(FAILURE_RESERVE * per_round, sum(self._waiting.values()) - waiting)
         if granted == failing:  # else the others wait behind this project's failures
-            for cost in costs[failing:]:
-                if cost > credit or pool - cost < reserve:
-                    break
-                granted, credit, pool = granted + 1, credit - cost, pool - cost
+            others = sum(w.cost for w in self._waiting.values())
+            floor = max(FAILURE_RESERVE * plan.logs_requests, others)
+            more, pool, credit = _take(costs[failing:], pool, floor=floor, credit=credit)
+            granted += more
         self._credit[project] = credit
         self._pool = pool
         return granted
+
+    def _forget_stopped(self, now: float, interval: float) -> None:
+        """A project that said nothing for two rounds (its listings fail) reserves nothing."""
+        stale = [name for name, w in self._waiting.items() if now - w.updated > 2 * interval]
+        for name in stale:
+            del self._waiting[name]
 
     def _refill(self, plan: Plan, now: float) -> float:
         """The pool at `now`: full at first use; it holds a round and a half's worth (at
@@ -566,6 +584,19 @@ class LogsCredit:
         self._updated = max(self._updated, now)
         self._pool = min(self._pool, capacity)
         return self._pool
+
+
+def _take(
+    costs: Sequence[int], pool: float, *, floor: float, credit: float = math.inf
+) -> tuple[int, float, float]:
+    """How many of `costs`, in order, the pool pays without going below `floor` (and the
+    credit pays, if it counts): that many, and what the pool and the credit keep."""
+    taken = 0
+    for cost in costs:
+        if cost > credit or pool - cost < floor:
+            break
+        taken, pool, credit = taken + 1, pool - cost, credit - cost
+    return taken, pool, credit
 
 
 class RequestPlanner:

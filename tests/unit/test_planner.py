@@ -303,6 +303,22 @@ def test_failures_left_waiting_are_reserved_for_in_the_next_round() -> None:
     assert others < p.plan.logs_requests
 
 
+def test_failing_functions_left_out_are_served_in_the_order_they_began_to_wait() -> None:
+    """More failing functions than a round holds: those left out go before those of projects
+    listed later, and before functions fetched already that keep failing."""
+    p, _ = fifty_projects_of_100()
+    # the pool is full at first: 51.6, and fills 0.57 a second
+    assert p.logs_allowance("p0", [1] * 30, failing=30, now=0) == 30
+    assert p.logs_allowance("p1", [1] * 30, failing=30, now=1) == 22  # 8 wait
+    assert p.logs_allowance("p2", [1] * 30, failing=30, now=2) == 0  # behind p1's 8: 30 wait
+    # the next round: p0's functions fail still, but p1's and p2's waited longer
+    assert p.logs_allowance("p0", [1] * 30, failing=30, now=60) == 0
+    assert p.logs_allowance("p1", [1] * 8, failing=8, now=61) == 8
+    assert p.logs_allowance("p2", [1] * 30, failing=30, now=62) >= 24
+    # a project whose listings stopped reserves nothing after two rounds
+    assert p.logs_allowance("p3", [1] * 30, failing=30, now=60 * 6) == 30
+
+
 def test_logs_requests_a_round_leaves_out_are_not_counted_as_skipped() -> None:
     """They wait for a later round (oldest first): nothing was lost. Only a request dropped
     at its deadline is skipped, or the counter would bury those under every due function."""
