@@ -20,6 +20,7 @@ unobserved) as the exporter reports it.
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -183,7 +184,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def _spread(seconds: list[float]) -> dict[str, float] | None:
     if not seconds:
         return None
-    return {"median": round(statistics.median(seconds), 1), "worst": round(max(seconds), 1)}
+    return {
+        "median": round(statistics.median(seconds), 1),
+        "p90": round(seconds[math.ceil(0.9 * len(seconds)) - 1], 1),
+        "worst": round(max(seconds), 1),
+    }
 
 
 def main() -> None:

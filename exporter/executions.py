@@ -262,8 +262,12 @@ class ExecutionTotals:
             return self.last_new
         return total - self.last_total + max(0, self.debt)  # and what listings left pending
 
-    def advance(self, new: Sequence[Execution], total: int | None) -> "ExecutionTotals":
-        """Count `new` (already de-duplicated), and account for what the stats saw beyond it."""
+    def advance(
+        self, new: Sequence[Execution], total: int | None, fetched: Sequence[Execution] = ()
+    ) -> "ExecutionTotals":
+        """Count `new` (already de-duplicated), and account for what the stats saw beyond it.
+        `fetched`: the executions of the answer's first page, counted or not, for the newest
+        failure (one the listings wrote off as unobserved still says why it fails)."""
         reported = self._reported(total)  # none from a shrinking total (retention, recreation)
         debt = self.debt + reported - len(new)
         counts = Counter(self.counts)
@@ -285,7 +289,7 @@ class ExecutionTotals:
             last_total=total if total is not None else self.last_total,
             last_new=reported,
             debt=max(-MAX_LAG, min(0, debt)),
-            failures=self.failures.seen(new, kind_of, count=True),
+            failures=self.failures.seen(new, kind_of, count=True).newest(fetched, kind_of),
             listed_at=self.listed_at,
         )
 

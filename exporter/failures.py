@@ -70,12 +70,30 @@ class Failures:
                 minutes[minute] = (ok + (not failed), bad + failed)
             if outcome != "failure":
                 continue
-            folded = error_class(execution.error)
-            error = bounded_class(folded, by_class.keys())
-            by_class[error] += int(count)
+            failure = _failure(execution, (trigger_type, invoked_by), by_class)
+            by_class[failure.error_class] += int(count)
             if at is not None and (latest is None or at >= latest.at):
-                latest = LatestFailure(error, trigger_type, invoked_by, at, folded)
+                latest = failure
         return Failures(MappingProxyType(dict(by_class)), latest, _last_minutes(minutes))
+
+    def newest(self, executions: Iterable[Execution], labels: _Labels) -> "Failures":
+        """The newest failure among executions fetched but not counted (older than what the
+        cursor counts: Mudbase's stats had reported them, so they are unobserved), if newer
+        than the latest: why it fails is known, though the failure is not counted."""
+        failed = [
+            e
+            for e in executions
+            if e.executed_at is not None
+            and labels(e)[0] == "failure"
+            and (self.latest is None or e.executed_at.timestamp() > self.latest.at)
+        ]
+        if not failed:
+            return self
+        execution = max(failed, key=lambda e: e.executed_at or 0)
+        by_class = Counter(self.by_class)
+        latest = _failure(execution, labels(execution)[1:], by_class)
+        by_class[latest.error_class] += 0  # a class from here on, from 0
+        return Failures(MappingProxyType(dict(by_class)), latest, self.recent)
 
     def recent_ratio(self, now: float) -> RecentRatio:
         """The executions seen dated in the `RECENT_WINDOW` before `now`, and their successes
@@ -87,6 +105,16 @@ class Failures:
                 successes += ok
                 failures += bad
         return RecentRatio(successes, successes + failures)
+
+
+def _failure(
+    execution: Execution, trigger_and_invoker: tuple[str, str], by_class: Mapping[str, int]
+) -> LatestFailure:
+    """A failed execution as the latest failure: its class bounded by the classes kept."""
+    folded = error_class(execution.error)
+    error = bounded_class(folded, by_class.keys())
+    at = execution.executed_at.timestamp() if execution.executed_at else -math.inf
+    return LatestFailure(error, *trigger_and_invoker, at, folded)
 
 
 def _triples(flat: "array[int]") -> Iterator[tuple[int, int, int]]:

@@ -559,7 +559,8 @@ class Poller:
             except (PollError, TimeoutError, RequestSkipped) as err:  # the stats are in hand:
                 log.debug("logs page failed", target=str(key), error=repr(err))  # what the
                 break  # pages missed is counted as unobserved
-        return first.stats, totals.advance(new.found, first.stats.total_executions)
+        total = first.stats.total_executions
+        return first.stats, totals.advance(new.found, total, fetched=first.executions)
 
     def _succeeded(
         self, key: TargetKey, stats: FunctionStats, executions: ExecutionTotals | None

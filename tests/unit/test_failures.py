@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from exporter.errorclass import MAX_CLASSES, OTHER_CLASS
-from exporter.executions import kind_of
+from exporter.executions import ExecutionTotals, kind_of
 from exporter.failures import RECENT_WINDOW, Failures
 from exporter.upstream import Execution
 
@@ -63,3 +63,28 @@ def test_the_recent_ratio_counts_executions_dated_in_the_window() -> None:
     assert Failures().recent_ratio(now).ratio is None  # nothing seen: no ratio
     assert failures.recent_ratio(now + 2 * RECENT_WINDOW).ratio is None  # all of it too old
     assert len(failures.recent) <= 3 * RECENT_WINDOW / 60  # (minute, successes, failures)
+
+
+def test_a_failure_the_listings_wrote_off_still_says_why_it_fails() -> None:
+    """A function whose logs came a listing too late: its failure is older than what the
+    cursor counts (the listings counted it as unobserved), yet it is on the page fetched, and
+    it is the function's latest failure; it is not counted, and nothing counted twice."""
+    totals = ExecutionTotals(placed=False).place([], total=10).listed(10, at=900)
+    totals = totals.listed(11, at=1000)  # failed at 950, reported by the listing at 1000
+    totals = totals.listed(12, at=1100)  # no logs yet: written off; ran fine at 1050
+    assert totals.unobserved == 1
+    page = [execution(1050, success=True), execution(950, "Timeout")]
+    new = totals.new_executions()
+    new.add_page(page, limit=10)
+    assert [e.executed_at.timestamp() for e in new.found if e.executed_at] == [1050]
+    advanced = totals.advance(new.found, 12, fetched=page)
+    latest = advanced.failures.latest
+    assert latest is not None
+    assert (latest.error_class, latest.at) == ("Timeout", 950)
+    assert dict(advanced.failures.by_class) == {"Timeout": 0}
+    assert advanced.unobserved == 1
+    # without the page, nothing would say why
+    assert totals.advance(new.found, 12).failures.latest is None
+    # a newer failure counted since stays the latest
+    later = advanced.failures.seen([execution(1200, "ECONNRESET")], kind_of, count=True)
+    assert later.newest(page, kind_of).latest == later.latest
