@@ -41,7 +41,7 @@ from exporter.planner import (
     RequestPlanner,
     RequestSkipped,
 )
-from exporter.priority import FAILING, Fingerprint, logs_priority
+from exporter.priority import FAILING, Fingerprint, Priority, logs_priority
 from exporter.priority import fingerprint as _fingerprint
 from exporter.selfmetrics import ExporterMetrics
 from exporter.state import StateStore, TargetState
@@ -369,19 +369,7 @@ class Poller:
         if not self._settings.logs_for_changes:
             return
         now = asyncio.get_running_loop().time()
-        for key, summary in found.items():  # a function first listed: its own baseline
-            self._seen.setdefault(key, _fingerprint(summary.stats))
-        priorities = {
-            key: logs_priority(
-                self._seen.get(key), summary.stats, self._logs_at.get(key, -math.inf)
-            )
-            for key, summary in found.items()
-            if key not in self._logs_in_flight
-            and (
-                self._seen.get(key) != _fingerprint(summary.stats)
-                or now - self._logs_at.get(key, -math.inf) >= self._settings.max_age
-            )
-        }
+        priorities = self._due_for_logs(found, now)
         due = sorted(priorities, key=priorities.__getitem__)
         failing = sum(1 for key in due if priorities[key][0] == FAILING)
         pages = [self._pages_for(key, found[key].stats.total_executions) for key in due]
@@ -402,6 +390,26 @@ class Poller:
             )
             heapq.heappush(self._logs_queue, request)
         self._start_logs_workers()
+
+    def _due_for_logs(
+        self, found: Mapping[TargetKey, FunctionSummary], now: float
+    ) -> dict[TargetKey, Priority]:
+        """The functions whose logs are due (their listed stats moved since the last logs
+        answer, or max_age passed), each with its place in line. A function first listed is
+        its own baseline from then on."""
+        for key, summary in found.items():
+            self._seen.setdefault(key, _fingerprint(summary.stats))
+        return {
+            key: logs_priority(
+                self._seen.get(key), summary.stats, self._logs_at.get(key, -math.inf)
+            )
+            for key, summary in found.items()
+            if key not in self._logs_in_flight
+            and (
+                self._seen.get(key) != _fingerprint(summary.stats)
+                or now - self._logs_at.get(key, -math.inf) >= self._settings.max_age
+            )
+        }
 
     def _start_logs_workers(self) -> None:
         """Workers for the queued logs requests, up to the concurrency (a request waits in the
